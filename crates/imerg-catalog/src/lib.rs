@@ -1,0 +1,14 @@
+//! Granule catalog: IMERG product profiles and the mapping between a granule's start time, its
+//! object key, its URL and its position (time index) in the dataset.
+//!
+//! Everything product-specific is configuration ([`ProductProfile`], serde-loadable); the built-in
+//! default is the Final run, half-hourly, V07B. Names follow the real ones exactly, e.g.
+//! `GPM_L3/GPM_3IMERGHH.07/1998/001/3B-HHR.MS.MRG.3IMERG.19980101-S000000-E002959.0000.V07B.HDF5`.
+
+mod error;
+mod layout;
+mod profile;
+
+pub use error::CatalogError;
+pub use layout::{GridSpec, LayoutSpec, VariableSpec};
+pub use profile::{GranuleId, ProductProfile, TimeRange, VersionLabel, parse_time};

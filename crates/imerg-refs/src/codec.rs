@@ -41,6 +41,26 @@ impl Codec {
         }
     }
 
+    /// Reads a codec back from its `zarr.json` form (None for codecs this project never writes).
+    pub fn from_zarr_json(v: &serde_json::Value) -> Option<Codec> {
+        let conf = &v["configuration"];
+        Some(match v["name"].as_str()? {
+            "bytes" => Codec::Bytes {
+                endian: match conf["endian"].as_str() {
+                    Some("big") => Endian::Big,
+                    _ => Endian::Little,
+                },
+            },
+            "numcodecs.shuffle" => Codec::Shuffle {
+                elementsize: u32::try_from(conf["elementsize"].as_u64()?).ok()?,
+            },
+            "numcodecs.zlib" => Codec::Zlib {
+                level: u32::try_from(conf["level"].as_u64()?).ok()?,
+            },
+            _ => return None,
+        })
+    }
+
     /// The part of the codec that decoding depends on. A zlib stream decodes the same whatever
     /// level wrote it, so the level is not part of a dataset's layout fingerprint.
     pub fn decode_identity(&self) -> Codec {

@@ -11,6 +11,6 @@ mod zarr;
 
 pub use codec::{Codec, CodecError, Endian, decode_chunk};
 pub use layout::{FillValue, Layout, VariableLayout, dtype_size};
-pub use model::{ChunkRef, CoordArray, Coords, GranuleRefs, TimeCoord, VariableRefs};
+pub use model::{ChunkRef, CoordArray, Coords, GranuleRefs, SourceObject, TimeCoord, VariableRefs};
 pub use time::{TimeUnits, TimeUnitsError};
 pub use zarr::{array_metadata, encode_fill_value_attr, group_metadata};

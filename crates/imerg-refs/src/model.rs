@@ -79,6 +79,18 @@ impl Coords {
     }
 }
 
+/// The source object a granule was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceObject {
+    /// URL the references point at (`s3://bucket/key`, `file:///dir/key`).
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_modified: Option<DateTime<Utc>>,
+    pub size: u64,
+}
+
 /// Everything the store needs to add one granule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GranuleRefs {

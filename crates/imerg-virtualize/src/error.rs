@@ -1,0 +1,96 @@
+//! Why a granule could not be virtualized: one variant per kind of bad input, each naming the key
+//! and what is wrong, plus a short stable reason label for metrics.
+
+/// A granule that cannot be turned into references.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtualizeError {
+    #[error("{key}: not an HDF5 file (no HDF5 signature at offset 0, 512, 1024, ...; {size} bytes)")]
+    NotHdf5 { key: String, size: u64 },
+    #[error("{key}: truncated HDF5 file ({size} bytes): {detail}")]
+    Truncated {
+        key: String,
+        size: u64,
+        detail: String,
+    },
+    #[error("{key}: HDF5 could not open the file: {detail}")]
+    Open { key: String, detail: String },
+    #[error("{key}: missing group {group:?}")]
+    MissingGroup { key: String, group: String },
+    #[error("{key}: missing variable {variable:?}")]
+    MissingVariable { key: String, variable: String },
+    #[error("{key}: {variable}: {what} is {found}, the product expects {expected}")]
+    Layout {
+        key: String,
+        variable: String,
+        what: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{key}: {variable}: HDF5 filter {filter} cannot be expressed as a Zarr codec (supported: shuffle, deflate)"
+    )]
+    UnsupportedFilter {
+        key: String,
+        variable: String,
+        filter: String,
+    },
+    #[error(
+        "{key}: {variable}: fletcher32 checksums are rejected: each stored chunk ends in a 4-byte checksum that no codec in the users' Zarr stack strips in HDF5's layout"
+    )]
+    Fletcher32 { key: String, variable: String },
+    #[error(
+        "{key}: {variable}: chunk at {offset:?} skips filters (mask {mask:#x}); the array's codecs cannot describe it"
+    )]
+    FilterMaskSkips {
+        key: String,
+        variable: String,
+        offset: Vec<u64>,
+        mask: u32,
+    },
+    #[error(
+        "{key}: {variable}: chunk at {offset:?} lies outside the file (bytes {start}..{end} of {size})"
+    )]
+    ChunkOutsideFile {
+        key: String,
+        variable: String,
+        offset: Vec<u64>,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("{key}: time: {reason}")]
+    Time { key: String, reason: String },
+    #[error("{key}: coordinate {name}: {reason}")]
+    Coordinate {
+        key: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{key}: HDF5 error reading {context}: {detail}")]
+    Hdf5 {
+        key: String,
+        context: String,
+        detail: String,
+    },
+    #[error("virtualization task failed: {0}")]
+    Task(String),
+}
+
+impl VirtualizeError {
+    /// Short, stable label for metrics and logs (`rejected{reason=...}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotHdf5 { .. } => "not_hdf5",
+            Self::Truncated { .. } => "truncated",
+            Self::Open { .. } => "unreadable",
+            Self::MissingGroup { .. } | Self::MissingVariable { .. } => "missing_variable",
+            Self::Layout { .. } => "layout",
+            Self::UnsupportedFilter { .. } | Self::Fletcher32 { .. } => "unsupported_filter",
+            Self::FilterMaskSkips { .. } => "filter_mask",
+            Self::ChunkOutsideFile { .. } => "truncated",
+            Self::Time { .. } | Self::Coordinate { .. } => "coordinates",
+            Self::Hdf5 { .. } => "hdf5",
+            Self::Task(_) => "internal",
+        }
+    }
+}

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 /// Why something is not a granule of the product profile (or not a valid time / range).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CatalogError {
-    #[error("not a granule of {product}: key {key:?} is not under the collection path {collection:?}")]
+    #[error(
+        "not a granule of {product}: key {key:?} is not under the collection path {collection:?}"
+    )]
     WrongCollection {
         product: String,
         key: String,
@@ -26,13 +28,17 @@ pub enum CatalogError {
         dir: String,
         expected: String,
     },
-    #[error("not a granule of {product}: start {start} is not on the {cadence_minutes}-minute cadence")]
+    #[error(
+        "not a granule of {product}: start {start} is not on the {cadence_minutes}-minute cadence"
+    )]
     OffCadence {
         product: String,
         start: DateTime<Utc>,
         cadence_minutes: u32,
     },
-    #[error("not a granule of {product}: start {start} is outside the product's record ({first} .. {end})")]
+    #[error(
+        "not a granule of {product}: start {start} is outside the product's record ({first} .. {end})"
+    )]
     OutOfRecord {
         product: String,
         start: DateTime<Utc>,

@@ -42,15 +42,14 @@ pub struct LayoutSpec {
 impl LayoutSpec {
     /// IMERG V07 half-hourly layout (see shared/imerg-facts.md): 25/25/13/25 chunks, 88 in all.
     pub fn imerg_v07() -> Self {
-        let var = |name: &str, dtype: &str, lon_chunk: u64, long_name: &str, units: &str| {
-            VariableSpec {
+        let var =
+            |name: &str, dtype: &str, lon_chunk: u64, long_name: &str, units: &str| VariableSpec {
                 name: name.into(),
                 dtype: dtype.into(),
                 chunk: [1, lon_chunk, 1800],
                 long_name: long_name.into(),
                 units: units.into(),
-            }
-        };
+            };
         Self {
             group: "Grid".into(),
             grid: GridSpec {

@@ -80,8 +80,9 @@ impl ProductProfile {
     pub fn final_v07b() -> Self {
         Self {
             id: "final".into(),
-            title: "GPM IMERG Final Precipitation L3 Half Hourly 0.1 x 0.1 degree V07 (GPM_3IMERGHH)"
-                .into(),
+            title:
+                "GPM IMERG Final Precipitation L3 Half Hourly 0.1 x 0.1 degree V07 (GPM_3IMERGHH)"
+                    .into(),
             bucket_url: "s3://gesdisc-cumulus-prod-protected/".into(),
             collection_path: "GPM_L3/GPM_3IMERGHH.07".into(),
             file_prefix: "3B-HHR.MS.MRG.3IMERG".into(),
@@ -102,8 +103,9 @@ impl ProductProfile {
     pub fn late_v07() -> Self {
         Self {
             id: "late".into(),
-            title: "GPM IMERG Late Precipitation L3 Half Hourly 0.1 x 0.1 degree V07 (GPM_3IMERGHHL)"
-                .into(),
+            title:
+                "GPM IMERG Late Precipitation L3 Half Hourly 0.1 x 0.1 degree V07 (GPM_3IMERGHHL)"
+                    .into(),
             collection_path: "GPM_L3/GPM_3IMERGHHL.07".into(),
             file_prefix: "3B-HHR-L.MS.MRG.3IMERG".into(),
             versions: vec![
@@ -272,7 +274,7 @@ impl ProductProfile {
         let b = stamp.as_bytes();
         if b[8] != b'-' || b[9] != b'S' || b[16] != b'-' || b[17] != b'E' || b[24] != b'.' {
             return Err(bad(
-                "does not have the form YYYYMMDD-SHHMMSS-EHHMMSS.MMMM".into(),
+                "does not have the form YYYYMMDD-SHHMMSS-EHHMMSS.MMMM".into()
             ));
         }
         if b[29] != b'.' {
@@ -286,9 +288,12 @@ impl ProductProfile {
         };
         let start_t = hms(&stamp[10..16], "start")?;
         let end_t = hms(&stamp[18..24], "end")?;
-        let minutes: u32 = stamp[25..29]
-            .parse()
-            .map_err(|_| bad(format!("has a non-numeric minute field {:?}", &stamp[25..29])))?;
+        let minutes: u32 = stamp[25..29].parse().map_err(|_| {
+            bad(format!(
+                "has a non-numeric minute field {:?}",
+                &stamp[25..29]
+            ))
+        })?;
         let start = Utc.from_utc_datetime(&NaiveDateTime::new(date, start_t));
         let expected_end = (start + self.cadence() - Duration::seconds(1)).time();
         if end_t != expected_end {
@@ -525,8 +530,10 @@ mod tests {
         assert_eq!(id.key, format!("GPM_L3/GPM_3IMERGHH.07/2021/166/{name}"));
         assert_eq!(p.parse_any(&format!("/tmp/x/{name}")).unwrap(), id);
         assert_eq!(
-            p.parse_any(&format!("file:///data/GPM_L3/GPM_3IMERGHH.07/2021/166/{name}"))
-                .unwrap(),
+            p.parse_any(&format!(
+                "file:///data/GPM_L3/GPM_3IMERGHH.07/2021/166/{name}"
+            ))
+            .unwrap(),
             id
         );
     }
@@ -552,7 +559,11 @@ mod tests {
         let got: Vec<_> = p.expected(r).map(|g| g.start).collect();
         assert_eq!(
             got,
-            vec![t("2025-09-30T22:30:00Z"), t("2025-09-30T23:00:00Z"), t("2025-09-30T23:30:00Z")]
+            vec![
+                t("2025-09-30T22:30:00Z"),
+                t("2025-09-30T23:00:00Z"),
+                t("2025-09-30T23:30:00Z")
+            ]
         );
         assert_eq!(p.expected_count(r), 3);
         assert!(TimeRange::new(t("2020-01-02"), t("2020-01-01")).is_err());

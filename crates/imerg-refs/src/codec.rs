@@ -122,7 +122,7 @@ pub fn decode_chunk(
 
 /// Inverse of the HDF5 / numcodecs byte shuffle: byte k of every element was stored in plane k.
 fn unshuffle(data: &[u8], elementsize: usize) -> Vec<u8> {
-    if elementsize <= 1 || data.len() % elementsize != 0 {
+    if elementsize <= 1 || !data.len().is_multiple_of(elementsize) {
         return data.to_vec();
     }
     let n = data.len() / elementsize;
@@ -156,7 +156,9 @@ mod tests {
         enc.write_all(&shuffled).unwrap();
         let stored = enc.finish().unwrap();
         let codecs = [
-            Codec::Bytes { endian: Endian::Little },
+            Codec::Bytes {
+                endian: Endian::Little,
+            },
             Codec::Shuffle { elementsize: 4 },
             Codec::Zlib { level: 6 },
         ];

@@ -100,13 +100,14 @@ impl Layout {
     /// Human-readable differences from `other` (empty when the fingerprints agree).
     pub fn differences(&self, other: &Layout) -> Vec<String> {
         let mut out = Vec::new();
-        let names = |l: &Layout| l.variables.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        let names = |l: &Layout| {
+            l.variables
+                .iter()
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+        };
         if names(self) != names(other) {
-            out.push(format!(
-                "variables {:?} vs {:?}",
-                names(self),
-                names(other)
-            ));
+            out.push(format!("variables {:?} vs {:?}", names(self), names(other)));
         }
         for a in &self.variables {
             let Some(b) = other.variables.iter().find(|b| b.name == a.name) else {
@@ -119,7 +120,10 @@ impl Layout {
                 out.push(format!("{}: grid {:?} vs {:?}", a.name, a.grid, b.grid));
             }
             if a.chunk != b.chunk {
-                out.push(format!("{}: chunk shape {:?} vs {:?}", a.name, a.chunk, b.chunk));
+                out.push(format!(
+                    "{}: chunk shape {:?} vs {:?}",
+                    a.name, a.chunk, b.chunk
+                ));
             }
             if a.fill_value.canonical() != b.fill_value.canonical() {
                 out.push(format!(
@@ -175,7 +179,9 @@ mod tests {
     use crate::Endian;
 
     fn layout(level: u32, shuffle: bool) -> Layout {
-        let mut codecs = vec![Codec::Bytes { endian: Endian::Little }];
+        let mut codecs = vec![Codec::Bytes {
+            endian: Endian::Little,
+        }];
         if shuffle {
             codecs.push(Codec::Shuffle { elementsize: 4 });
         }
@@ -195,11 +201,20 @@ mod tests {
 
     #[test]
     fn level_does_not_change_the_fingerprint_but_shuffle_does() {
-        assert_eq!(layout(4, false).fingerprint(), layout(6, false).fingerprint());
+        assert_eq!(
+            layout(4, false).fingerprint(),
+            layout(6, false).fingerprint()
+        );
         assert!(layout(4, false).differences(&layout(6, false)).is_empty());
-        assert_ne!(layout(4, false).fingerprint(), layout(4, true).fingerprint());
+        assert_ne!(
+            layout(4, false).fingerprint(),
+            layout(4, true).fingerprint()
+        );
         let d = layout(4, false).differences(&layout(4, true));
-        assert_eq!(d, vec!["precipitation: codecs bytes(Little)+zlib(4) vs bytes(Little)+shuffle(4)+zlib(4)"]);
+        assert_eq!(
+            d,
+            vec!["precipitation: codecs bytes(Little)+zlib(4) vs bytes(Little)+shuffle(4)+zlib(4)"]
+        );
         let mut other = layout(4, false);
         other.variables[0].chunk = [1, 100, 1800];
         other.coords_digest = "abd".into();

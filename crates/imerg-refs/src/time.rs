@@ -62,7 +62,9 @@ impl TimeUnits {
 
     /// The stored value of an instant (rounded down to whole units).
     pub fn value_of(&self, t: DateTime<Utc>) -> i64 {
-        (t - self.epoch).num_seconds().div_euclid(self.seconds_per_unit)
+        (t - self.epoch)
+            .num_seconds()
+            .div_euclid(self.seconds_per_unit)
     }
 }
 

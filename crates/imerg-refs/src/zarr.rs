@@ -27,7 +27,11 @@ fn fill_value_json(fill: FillValue) -> Value {
 
 /// The `zarr.json` of a data variable shaped `(time_len, lon, lat)`. `attributes` are the
 /// variable's own; `_FillValue` is set from the layout.
-pub fn array_metadata(var: &VariableLayout, time_len: u64, attributes: &Map<String, Value>) -> Value {
+pub fn array_metadata(
+    var: &VariableLayout,
+    time_len: u64,
+    attributes: &Map<String, Value>,
+) -> Value {
     let mut attrs = attributes.clone();
     attrs.insert("_FillValue".into(), encode_fill_value_attr(var.fill_value));
     json!({
@@ -71,7 +75,9 @@ mod tests {
             chunk: [1, 145, 1800],
             fill_value: FillValue::Float(f64::from(-9999.9f32)),
             codecs: vec![
-                Codec::Bytes { endian: Endian::Little },
+                Codec::Bytes {
+                    endian: Endian::Little,
+                },
                 Codec::Shuffle { elementsize: 4 },
                 Codec::Zlib { level: 4 },
             ],

@@ -96,7 +96,11 @@ pub fn granule_field(var: &str, time_index: u64, n_lon: usize, n_lat: usize) -> 
     };
     match var {
         "randomError" => Field::F32(map_f32(&|_, _, r| {
-            if r > 0.0 { ((r * 0.3 + 0.05) * 100.0).round() / 100.0 } else { 0.0 }
+            if r > 0.0 {
+                ((r * 0.3 + 0.05) * 100.0).round() / 100.0
+            } else {
+                0.0
+            }
         })),
         "precipitationQualityIndex" => Field::F32(map_f32(&|lon, lat, _| {
             let block = (lon / 60) * 31 + (lat / 60) * 17 + time_index as usize;

@@ -66,7 +66,13 @@ fn attr_value(attr: &hdf5::Attribute) -> hdf5::Result<Option<Value>> {
             let v: Vec<f64> = attr.read_raw()?;
             numbers(
                 v.into_iter()
-                    .map(|x| if x.is_finite() { json!(x) } else { json!(x.to_string()) })
+                    .map(|x| {
+                        if x.is_finite() {
+                            json!(x)
+                        } else {
+                            json!(x.to_string())
+                        }
+                    })
                     .collect(),
                 scalar,
             )

@@ -4,7 +4,9 @@
 /// A granule that cannot be turned into references.
 #[derive(Debug, thiserror::Error)]
 pub enum VirtualizeError {
-    #[error("{key}: not an HDF5 file (no HDF5 signature at offset 0, 512, 1024, ...; {size} bytes)")]
+    #[error(
+        "{key}: not an HDF5 file (no HDF5 signature at offset 0, 512, 1024, ...; {size} bytes)"
+    )]
     NotHdf5 { key: String, size: u64 },
     #[error("{key}: truncated HDF5 file ({size} bytes): {detail}")]
     Truncated {

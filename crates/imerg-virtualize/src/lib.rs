@@ -84,7 +84,9 @@ fn read_granule(
             group: layout.group.clone(),
         });
     }
-    let group = file.group(&layout.group).map_err(h5err(key, &layout.group))?;
+    let group = file
+        .group(&layout.group)
+        .map_err(h5err(key, &layout.group))?;
     let coords = read_coords(&group, key, id, profile)?;
     let mut variables = BTreeMap::new();
     let mut var_layouts = Vec::with_capacity(layout.variables.len());
@@ -159,13 +161,14 @@ fn read_variable(
 ) -> Result<VariableParts, VirtualizeError> {
     let name = spec.name.as_str();
     let err = h5err(key, name);
-    let layout_err = |what: &'static str, found: String, expected: String| VirtualizeError::Layout {
-        key: key.into(),
-        variable: name.into(),
-        what,
-        found,
-        expected,
-    };
+    let layout_err =
+        |what: &'static str, found: String, expected: String| VirtualizeError::Layout {
+            key: key.into(),
+            variable: name.into(),
+            what,
+            found,
+            expected,
+        };
     let grid = [profile.layout.grid.n_lon, profile.layout.grid.n_lat];
 
     let shape: Vec<u64> = ds.shape().iter().map(|d| *d as u64).collect();
@@ -180,7 +183,11 @@ fn read_variable(
     let desc = dtype.to_descriptor().map_err(&err)?;
     let zdtype = zarr_dtype(&desc).unwrap_or("unsupported");
     if zdtype != spec.dtype {
-        return Err(layout_err("dtype", format!("{desc:?} ({zdtype})"), spec.dtype.clone()));
+        return Err(layout_err(
+            "dtype",
+            format!("{desc:?} ({zdtype})"),
+            spec.dtype.clone(),
+        ));
     }
     let endian = match dtype.byte_order() {
         hdf5::datatype::ByteOrder::BigEndian => Endian::Big,
@@ -195,7 +202,11 @@ fn read_variable(
     };
     let chunk: Vec<u64> = chunk.iter().map(|c| *c as u64).collect();
     if chunk != spec.chunk {
-        return Err(layout_err("chunk shape", format!("{chunk:?}"), format!("{:?}", spec.chunk)));
+        return Err(layout_err(
+            "chunk shape",
+            format!("{chunk:?}"),
+            format!("{:?}", spec.chunk),
+        ));
     }
     let elementsize = imerg_refs::dtype_size(zdtype) as u32;
     let mut codecs = vec![Codec::Bytes { endian }];
@@ -227,9 +238,9 @@ fn read_variable(
         });
     }
 
-    let fill_value = read_fill_value(ds, zdtype).map_err(&err)?.ok_or_else(|| {
-        layout_err("_FillValue", "absent".into(), "a fill value".into())
-    })?;
+    let fill_value = read_fill_value(ds, zdtype)
+        .map_err(&err)?
+        .ok_or_else(|| layout_err("_FillValue", "absent".into(), "a fill value".into()))?;
     let attributes = attrs::attributes(ds).map_err(&err)?;
 
     let n = ds.num_chunks().unwrap_or(0);
@@ -355,10 +366,15 @@ fn read_coords(
     let [value] = values[..] else {
         return Err(terr(format!("has {} values, expected 1", values.len())));
     };
-    let bds = group.dataset("time_bnds").map_err(h5err(key, "time_bnds"))?;
+    let bds = group
+        .dataset("time_bnds")
+        .map_err(h5err(key, "time_bnds"))?;
     let bvalues: Vec<i64> = bds.read_raw().map_err(h5err(key, "time_bnds"))?;
     let [b0, b1] = bvalues[..] else {
-        return Err(terr(format!("time_bnds has {} values, expected 2", bvalues.len())));
+        return Err(terr(format!(
+            "time_bnds has {} values, expected 2",
+            bvalues.len()
+        )));
     };
     let units = attrs::string_attr(&tds, "units")
         .map_err(h5err(key, "time"))?

@@ -58,9 +58,10 @@ pub(crate) fn open_bytes(key: &str, buf: &[u8]) -> Result<hdf5::File, Virtualize
         // callbacks), so the pointer is only read during this call.
         let rc = unsafe { h5p::H5Pset_file_image(fapl.id(), buf.as_ptr() as *mut _, buf.len()) };
         if rc < 0 {
-            return Err(hdf5_err(hdf5::Error::query().unwrap_or_else(|_| {
-                hdf5::Error::from("H5Pset_file_image failed")
-            })));
+            return Err(hdf5_err(
+                hdf5::Error::query()
+                    .unwrap_or_else(|_| hdf5::Error::from("H5Pset_file_image failed")),
+            ));
         }
         let name = CString::new(format!("mem:{key}")).unwrap_or_default();
         // SAFETY: a valid C string and a live FAPL id.
@@ -84,7 +85,10 @@ pub(crate) fn open_path(key: &str, path: &Path) -> Result<(hdf5::File, u64), Vir
     };
     let size = std::fs::metadata(path).map_err(io)?.len();
     let mut head = vec![0u8; 4096];
-    let n = std::fs::File::open(path).map_err(io)?.read(&mut head).map_err(io)?;
+    let n = std::fs::File::open(path)
+        .map_err(io)?
+        .read(&mut head)
+        .map_err(io)?;
     if !has_signature(&head[..n]) {
         return Err(VirtualizeError::NotHdf5 {
             key: key.to_string(),

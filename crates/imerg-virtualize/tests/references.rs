@@ -4,6 +4,8 @@
 //! off, several deflate levels, the v1 B-tree, extensible-array and fixed-array chunk indexes,
 //! and the partial edge chunks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use imerg_catalog::{ProductProfile, parse_time};
@@ -29,7 +31,14 @@ fn source(path: &Path) -> SourceObject {
 }
 
 /// Reads the region of one chunk through HDF5 as little-endian bytes.
-fn hdf5_region(ds: &hdf5::Dataset, dtype: &str, lon0: usize, lon1: usize, lat0: usize, lat1: usize) -> Vec<u8> {
+fn hdf5_region(
+    ds: &hdf5::Dataset,
+    dtype: &str,
+    lon0: usize,
+    lon1: usize,
+    lat0: usize,
+    lat1: usize,
+) -> Vec<u8> {
     let sel = (0, lon0..lon1, lat0..lat1);
     match dtype {
         "float32" => ds
@@ -124,14 +133,23 @@ fn run_case(opts: SynthOptions, start: &str, index_signature: &[u8; 4]) {
     assert_eq!(refs.ref_count(), 88);
     assert_eq!(check_all_references(&path, &refs), 88);
     // The zarr metadata states the file's own pipeline.
-    let codecs = refs.variables["precipitation"].zarr["codecs"].as_array().unwrap().clone();
+    let codecs = refs.variables["precipitation"].zarr["codecs"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(
         codecs.iter().any(|c| c["name"] == "numcodecs.shuffle"),
         opts.shuffle,
         "{codecs:?}"
     );
-    let zlib = codecs.iter().find(|c| c["name"] == "numcodecs.zlib").unwrap();
-    assert_eq!(zlib["configuration"]["level"], u64::from(opts.deflate_level));
+    let zlib = codecs
+        .iter()
+        .find(|c| c["name"] == "numcodecs.zlib")
+        .unwrap();
+    assert_eq!(
+        zlib["configuration"]["level"],
+        u64::from(opts.deflate_level)
+    );
     // From bytes in memory: the same references.
     let bytes = std::fs::read(&path).unwrap();
     let mem = virtualize_bytes(&bytes, &id, &source(&path), &p).unwrap();
@@ -197,13 +215,22 @@ fn metadata_and_coordinates_are_what_readers_need() {
     assert_eq!(z["attributes"]["_FillValue"], "AAAAQPOHw8A=");
     assert_eq!(z["attributes"]["CodeMissingValue"], "-9999.9");
     assert_eq!(z["attributes"]["DimensionNames"], "time,lon,lat");
-    assert_eq!(z["dimension_names"], serde_json::json!(["time", "lon", "lat"]));
+    assert_eq!(
+        z["dimension_names"],
+        serde_json::json!(["time", "lon", "lat"])
+    );
     let q = &refs.variables["probabilityLiquidPrecipitation"].zarr;
     assert_eq!(q["data_type"], "int16");
     assert_eq!(q["attributes"]["_FillValue"], -9999);
-    assert_eq!(refs.coords.time.units, "seconds since 1980-01-06 00:00:00 UTC");
+    assert_eq!(
+        refs.coords.time.units,
+        "seconds since 1980-01-06 00:00:00 UTC"
+    );
     assert_eq!(refs.coords.time.calendar, "julian");
-    assert_eq!(refs.coords.time.bounds[1] - refs.coords.time.bounds[0], 1800);
+    assert_eq!(
+        refs.coords.time.bounds[1] - refs.coords.time.bounds[0],
+        1800
+    );
     assert_eq!(refs.coords.lon.values.len(), 3600);
     assert!((refs.coords.lat.values[0] + 89.95).abs() < 1e-4);
     assert_eq!(refs.coords.lat_bnds.shape, vec![1800, 2]);
@@ -221,5 +248,8 @@ fn metadata_and_coordinates_are_what_readers_need() {
     );
     let refs2 = virtualize_path(&path2, &id2, &source(&path2), &p).unwrap();
     assert_eq!(refs2.fingerprint, refs.fingerprint);
-    assert_ne!(refs2.variables["precipitation"].refs, refs.variables["precipitation"].refs);
+    assert_ne!(
+        refs2.variables["precipitation"].refs,
+        refs.variables["precipitation"].refs
+    );
 }

@@ -1,1 +1,71 @@
-fn main() {}
+//! `imerg-ingest`: one binary, one subcommand per job. This file parses the command line, sets up
+//! logging and dispatches; each subcommand lives in `commands/`.
+
+mod commands;
+mod product;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps an Icechunk virtual Zarr dataset of GPM IMERG half-hourly precipitation up to date.
+#[derive(Debug, Parser)]
+#[command(name = "imerg-ingest", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    product: product::ProductArgs,
+    /// Log format: `text` for people, `json` for log pipelines. Levels come from RUST_LOG.
+    #[arg(long, env = "IMERG_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write synthetic granules for a time range into a directory in the bucket layout.
+    Synth(commands::synth::Args),
+    /// Print the exact virtual references of granule files or URLs.
+    Virtualize(commands::virtualize::Args),
+    /// Print the selected product profile as JSON (a starting point for --product-profile).
+    Profile,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = (|| -> anyhow::Result<std::process::ExitCode> {
+        let profile = cli.product.load()?;
+        match cli.command {
+            Command::Synth(args) => commands::synth::run(&profile, args),
+            Command::Virtualize(args) => commands::virtualize::run(profile, args),
+            Command::Profile => {
+                println!("{}", serde_json::to_string_pretty(&profile)?);
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+        }
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

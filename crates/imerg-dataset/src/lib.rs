@@ -1,1 +1,22 @@
-//! stub
+//! The Icechunk virtual dataset of one IMERG product: its layout (four virtual data variables
+//! shaped `(time, lon, lat)`, native coordinates, a per-step `granule_present` flag), appends by
+//! time position in batches with one commit each, manifest rollover along `time`, and the
+//! single-writer committer that acknowledges a granule only once its commit is durable.
+
+mod committer;
+mod config;
+mod dataset;
+mod error;
+mod layout;
+pub mod maintenance;
+
+pub use committer::{
+    AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
+};
+pub use config::{
+    BYTES_PER_REF, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig, RepoLocation, SourceContainer, SourceKind,
+};
+pub use dataset::{BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, Status};
+pub use error::DatasetError;
+pub use layout::{PRESENT, TIME_CHUNK};
+pub use maintenance::{MaintenanceConfig, MaintenanceReport};

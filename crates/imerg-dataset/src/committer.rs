@@ -1,0 +1,253 @@
+//! The single-writer commit service: takes granules from a bounded channel, batches them by count
+//! and age, applies each batch in one commit, and tells every waiting caller only once the commit
+//! holding its granule is durable. Failed commits are retried on a fresh session; before a retry
+//! the branch's recent history is searched for the batch id, since an ambiguous failure may have
+//! landed. A conflict means a second writer and fails the batch loudly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use imerg_refs::GranuleRefs;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::dataset::{BatchOutcome, GranuleOutcome};
+use crate::maintenance::{self, MaintenanceConfig};
+use crate::{Dataset, DatasetError};
+
+/// How the committer batches and retries.
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    /// Commit when this many granules are waiting.
+    pub max_batch: usize,
+    /// Commit when the oldest waiting granule is this old.
+    pub max_age: Duration,
+    /// Capacity of the request channel (callers wait when it is full).
+    pub channel_capacity: usize,
+    /// Attempts per batch before its granules are failed back to their callers.
+    pub commit_attempts: u32,
+    /// Snapshot expiry and garbage collection; `None` = off.
+    pub maintenance: Option<MaintenanceConfig>,
+}
+
+impl Default for CommitterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 480,
+            max_age: Duration::from_secs(2),
+            channel_capacity: 1024,
+            commit_attempts: 4,
+            maintenance: None,
+        }
+    }
+}
+
+/// What a caller gets back once its granule is durable (or known to be there already).
+#[derive(Debug, Clone)]
+pub struct AppendReceipt {
+    pub key: String,
+    pub outcome: GranuleOutcome,
+    pub batch_id: String,
+    pub snapshot: String,
+}
+
+struct Request {
+    granule: GranuleRefs,
+    reply: oneshot::Sender<Result<AppendReceipt, DatasetError>>,
+}
+
+/// Counters of the committer, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct CommitterStats {
+    pub commits: AtomicU64,
+    pub batches: AtomicU64,
+    pub granules_added: AtomicU64,
+    pub granules_replaced: AtomicU64,
+    pub granules_duplicate: AtomicU64,
+    pub granules_rejected: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub ambiguous_landed: AtomicU64,
+    pub second_writer: AtomicU64,
+}
+
+/// Sends granules to the committer. Cheap to clone; the committer stops (after committing what
+/// it holds) when every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct CommitterHandle {
+    tx: mpsc::Sender<Request>,
+    stats: Arc<CommitterStats>,
+}
+
+impl CommitterHandle {
+    /// Queues a granule and waits until the commit holding it is durable.
+    pub async fn append(&self, granule: GranuleRefs) -> Result<AppendReceipt, DatasetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { granule, reply })
+            .await
+            .map_err(|_| DatasetError::Shutdown)?;
+        rx.await.map_err(|_| DatasetError::Shutdown)?
+    }
+
+    pub fn stats(&self) -> &Arc<CommitterStats> {
+        &self.stats
+    }
+}
+
+/// The running committer task.
+#[derive(Debug)]
+pub struct Committer {
+    pub join: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("key", &self.granule.key).finish()
+    }
+}
+
+/// Starts the committer for `dataset`. There must be exactly one per dataset branch.
+pub fn spawn_committer(dataset: Arc<Dataset>, cfg: CommitterConfig) -> (CommitterHandle, Committer) {
+    let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+    let stats = Arc::new(CommitterStats::default());
+    let join = tokio::spawn(run(dataset, cfg, rx, Arc::clone(&stats)));
+    (CommitterHandle { tx, stats }, Committer { join })
+}
+
+async fn run(
+    dataset: Arc<Dataset>,
+    cfg: CommitterConfig,
+    mut rx: mpsc::Receiver<Request>,
+    stats: Arc<CommitterStats>,
+) {
+    let mut next_maintenance = cfg
+        .maintenance
+        .as_ref()
+        .map(|m| Instant::now() + m.every);
+    let mut closed = false;
+    while !closed {
+        let Some(first) = rx.recv().await else { break };
+        let deadline = Instant::now() + cfg.max_age;
+        let mut batch = vec![first];
+        while batch.len() < cfg.max_batch {
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => batch.push(r),
+                    None => { closed = true; break; }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        commit(&dataset, &cfg, batch, &stats).await;
+        if let (Some(m), Some(at)) = (&cfg.maintenance, next_maintenance)
+            && Instant::now() >= at
+        {
+            match maintenance::run(&dataset, m).await {
+                Ok(r) => tracing::info!(?r, "maintenance done"),
+                Err(e) => tracing::error!(error = %e, "maintenance failed"),
+            }
+            next_maintenance = Some(Instant::now() + m.every);
+        }
+    }
+    tracing::info!("committer stopped");
+}
+
+async fn commit(
+    dataset: &Dataset,
+    cfg: &CommitterConfig,
+    batch: Vec<Request>,
+    stats: &CommitterStats,
+) {
+    let batch_id = uuid::Uuid::new_v4().to_string();
+    let granules: Vec<GranuleRefs> = batch.iter().map(|r| r.granule.clone()).collect();
+    let span = tracing::info_span!("commit", %batch_id, granules = granules.len());
+    let _enter = span.enter();
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    let mut landed: Option<String> = None;
+    let mut last_err = DatasetError::Shutdown;
+    for attempt in 1..=cfg.commit_attempts.max(1) {
+        let started = std::time::Instant::now();
+        match dataset.commit_batch(&granules, &batch_id).await {
+            Ok(mut outcome) => {
+                if let Some(snapshot) = landed.take() {
+                    // The earlier "failed" attempt had landed; this pass found its granules present.
+                    outcome.snapshot = snapshot;
+                    outcome.committed = true;
+                }
+                if outcome.committed {
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(
+                    snapshot = %outcome.snapshot,
+                    committed = outcome.committed,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "batch durable"
+                );
+                reply_all(batch, outcome, stats);
+                return;
+            }
+            Err(e @ DatasetError::SecondWriter { .. }) => {
+                stats.second_writer.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "SECOND WRITER DETECTED: batch not committed");
+                fail_all(batch, &e);
+                return;
+            }
+            Err(e) => {
+                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(attempt, error = %e, "commit failed");
+                match dataset.find_batch(&batch_id, 64).await {
+                    Ok(Some(snapshot)) => {
+                        stats.ambiguous_landed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%snapshot, "the failed commit had landed; not committing again");
+                        landed = Some(snapshot);
+                    }
+                    Ok(None) => {}
+                    Err(fe) => tracing::warn!(error = %fe, "could not search history for the batch"),
+                }
+                last_err = e;
+                if landed.is_none() {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+    tracing::error!(error = %last_err, "batch failed after retries");
+    fail_all(batch, &last_err);
+}
+
+/// Exponential backoff with jitter: 100 ms, 200 ms, 400 ms, ... capped at 5 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * base / 512;
+    Duration::from_millis(base / 2 + jitter)
+}
+
+fn reply_all(batch: Vec<Request>, outcome: BatchOutcome, stats: &CommitterStats) {
+    for (req, (key, o)) in batch.into_iter().zip(outcome.outcomes) {
+        let counter = match &o {
+            GranuleOutcome::Added => &stats.granules_added,
+            GranuleOutcome::Replaced { .. } => &stats.granules_replaced,
+            GranuleOutcome::Duplicate => &stats.granules_duplicate,
+            GranuleOutcome::Rejected(_) => &stats.granules_rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let reply = match o {
+            GranuleOutcome::Rejected(e) => Err(e),
+            o => Ok(AppendReceipt {
+                key,
+                outcome: o,
+                batch_id: outcome.batch_id.clone(),
+                snapshot: outcome.snapshot.clone(),
+            }),
+        };
+        // A caller that stopped waiting is fine: its granule is committed anyway.
+        let _ = req.reply.send(reply);
+    }
+}
+
+fn fail_all(batch: Vec<Request>, e: &DatasetError) {
+    for req in batch {
+        let _ = req.reply.send(Err(e.clone()));
+    }
+}

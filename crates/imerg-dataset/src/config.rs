@@ -1,0 +1,302 @@
+//! Where the repository lives, which source prefix its references point into (the virtual chunk
+//! container), and how big a manifest may grow before it rolls over along `time`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use icechunk::config::{
+    Credentials, ManifestSplitCondition, ManifestSplitDim, ManifestSplitDimCondition,
+    ManifestSplittingConfig, S3Credentials, S3Options,
+};
+use icechunk::virtual_chunks::VirtualChunkContainer;
+use icechunk::{ObjectStoreConfig, Storage};
+use imerg_catalog::ProductProfile;
+
+use crate::DatasetError;
+
+/// Bytes one virtual reference takes in a manifest on disk (zstd, locations compressed against
+/// the container prefix). Measured by `imerg-ingest simulate` / the dataset bench; manifests are
+/// sized from it.
+pub const BYTES_PER_REF: u64 = 18;
+
+/// Where the Icechunk repository is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A directory on the local filesystem (the embedded default).
+    Local(PathBuf),
+    /// An S3 (or S3-compatible) bucket and prefix. Credentials come from the standard AWS
+    /// environment variables.
+    S3 {
+        bucket: String,
+        prefix: String,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        allow_http: bool,
+    },
+}
+
+impl RepoLocation {
+    /// Parses `s3://bucket/prefix` or a local path.
+    pub fn parse(s: &str, region: Option<String>, endpoint_url: Option<String>) -> Self {
+        match s.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                Self::S3 {
+                    bucket: bucket.into(),
+                    prefix: prefix.trim_end_matches('/').into(),
+                    allow_http: endpoint_url.as_deref().is_some_and(|e| e.starts_with("http://")),
+                    region,
+                    endpoint_url,
+                }
+            }
+            None => Self::Local(PathBuf::from(s.strip_prefix("file://").unwrap_or(s))),
+        }
+    }
+
+    pub(crate) async fn storage(&self) -> Result<Arc<dyn Storage + Send + Sync>, DatasetError> {
+        match self {
+            Self::Local(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DatasetError::Config(format!("{}: {e}", dir.display())))?;
+                icechunk::new_local_filesystem_storage(dir)
+                    .await
+                    .map_err(DatasetError::ic)
+            }
+            Self::S3 {
+                bucket,
+                prefix,
+                region,
+                endpoint_url,
+                allow_http,
+            } => {
+                if prefix.is_empty() {
+                    return Err(DatasetError::Config(
+                        "an S3 repository needs a prefix: s3://bucket/prefix".into(),
+                    ));
+                }
+                icechunk::new_s3_object_store_storage(
+                    s3_options(region.as_deref(), endpoint_url.as_deref(), *allow_http, false),
+                    bucket.clone(),
+                    Some(prefix.clone()),
+                    Some(S3Credentials::FromEnv),
+                    vec![],
+                    vec![],
+                )
+                .await
+                .map_err(DatasetError::ic)
+            }
+        }
+    }
+}
+
+fn s3_options(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+    allow_http: bool,
+    anonymous: bool,
+) -> S3Options {
+    let mut o = S3Options::default()
+        .with_allow_http(allow_http)
+        .with_anonymous(anonymous);
+    if let Some(r) = region {
+        o = o.with_region(r);
+    }
+    if let Some(e) = endpoint_url {
+        o = o.with_endpoint_url(e).with_force_path_style(true);
+    }
+    o
+}
+
+/// The virtual chunk container every reference points into: its URL prefix and how readers
+/// reach it. Persisted in the repository config, so readers only authorize it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceContainer {
+    /// `s3://bucket/` or `file:///abs/dir/` (always ends in `/`).
+    pub url_prefix: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    LocalFileSystem,
+    S3 {
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        allow_http: bool,
+        anonymous: bool,
+    },
+}
+
+impl SourceContainer {
+    /// A local directory holding granules in the bucket layout.
+    pub fn local(root: &Path) -> Result<Self, DatasetError> {
+        let abs = std::path::absolute(root)
+            .map_err(|e| DatasetError::Config(format!("{}: {e}", root.display())))?;
+        let mut s = abs.to_string_lossy().trim_end_matches('/').to_string();
+        s.push('/');
+        Ok(Self {
+            url_prefix: format!("file://{s}"),
+            kind: SourceKind::LocalFileSystem,
+        })
+    }
+
+    /// The product's own bucket (NASA's, us-west-2, by default).
+    pub fn for_profile(profile: &ProductProfile) -> Self {
+        Self::s3(&profile.bucket_url, Some("us-west-2".into()), None, false)
+    }
+
+    /// An S3 or S3-compatible bucket (`s3://bucket/`).
+    pub fn s3(
+        url_prefix: &str,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        anonymous: bool,
+    ) -> Self {
+        let mut p = url_prefix.trim_end_matches('/').to_string();
+        p.push('/');
+        Self {
+            url_prefix: p,
+            kind: SourceKind::S3 {
+                allow_http: endpoint_url.as_deref().is_some_and(|e| e.starts_with("http://")),
+                region,
+                endpoint_url,
+                anonymous,
+            },
+        }
+    }
+
+    /// URL of a bucket-relative key inside the container.
+    pub fn url_of(&self, key: &str) -> String {
+        format!("{}{}", self.url_prefix, key.trim_start_matches('/'))
+    }
+
+    pub(crate) fn to_icechunk(&self) -> Result<VirtualChunkContainer, DatasetError> {
+        let store = match &self.kind {
+            SourceKind::LocalFileSystem => ObjectStoreConfig::LocalFileSystem(PathBuf::new()),
+            SourceKind::S3 {
+                region,
+                endpoint_url,
+                allow_http,
+                anonymous,
+            } => {
+                let opts = s3_options(region.as_deref(), endpoint_url.as_deref(), *allow_http, *anonymous);
+                if endpoint_url.is_some() {
+                    ObjectStoreConfig::S3Compatible(opts)
+                } else {
+                    ObjectStoreConfig::S3(opts)
+                }
+            }
+        };
+        VirtualChunkContainer::new(self.url_prefix.clone(), store).map_err(DatasetError::Config)
+    }
+
+    /// Read access for this process (status checks and tests read chunks back).
+    pub(crate) fn credentials(&self) -> HashMap<String, Option<Credentials>> {
+        let c = match &self.kind {
+            SourceKind::LocalFileSystem => Credentials::LocalFileSystemAccess,
+            SourceKind::S3 { anonymous: true, .. } => Credentials::S3(S3Credentials::Anonymous),
+            SourceKind::S3 { .. } => Credentials::S3(S3Credentials::FromEnv),
+        };
+        HashMap::from([(self.url_prefix.clone(), Some(c))])
+    }
+}
+
+/// How the dataset is written.
+#[derive(Debug, Clone)]
+pub struct DatasetConfig {
+    pub profile: ProductProfile,
+    pub source: SourceContainer,
+    /// Largest manifest (bytes) before it rolls over to a new split along `time`.
+    pub manifest_max_bytes: u64,
+    /// Cap of Icechunk's in-memory manifest cache, in references.
+    pub manifest_cache_refs: u64,
+    /// Branch the writer commits to.
+    pub branch: String,
+}
+
+/// Default manifest size limit: 2 MiB. A commit rewrites the newest split of every array it
+/// touches, so the split size bounds the per-commit cost; at 18 bytes per reference a 2 MiB split
+/// holds about 116,000 references (4,660 half hours, 97 days, of `precipitation`), which keeps
+/// the full record to about 100 manifests per array and well under the 1 M references per
+/// manifest some readers (GDAL) can handle.
+pub const DEFAULT_MANIFEST_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
+impl DatasetConfig {
+    pub fn new(profile: ProductProfile, source: SourceContainer) -> Self {
+        Self {
+            profile,
+            source,
+            manifest_max_bytes: DEFAULT_MANIFEST_MAX_BYTES,
+            manifest_cache_refs: 2_000_000,
+            branch: "main".into(),
+        }
+    }
+
+    /// Time steps per manifest split for an array with `refs_per_step` references per step.
+    pub fn split_steps(&self, refs_per_step: u64) -> u32 {
+        let steps = self.manifest_max_bytes / (BYTES_PER_REF * refs_per_step.max(1));
+        u32::try_from(steps.max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// One split rule per data variable, sized so each manifest stays under the limit.
+    pub(crate) fn splitting(&self) -> ManifestSplittingConfig {
+        let grid = &self.profile.layout.grid;
+        let rules = self
+            .profile
+            .layout
+            .variables
+            .iter()
+            .map(|v| {
+                (
+                    ManifestSplitCondition::NameMatches {
+                        regex: format!("^{}$", regex_escape(&v.name)),
+                    },
+                    vec![ManifestSplitDim {
+                        condition: ManifestSplitDimCondition::DimensionName("^time$".into()),
+                        num_chunks: self.split_steps(v.chunks_per_granule(grid)),
+                    }],
+                )
+            })
+            .collect();
+        ManifestSplittingConfig {
+            split_sizes: Some(rules),
+        }
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_sizes_follow_the_byte_limit() {
+        let c = DatasetConfig::new(
+            ProductProfile::final_v07b(),
+            SourceContainer::local(Path::new("/data")).unwrap(),
+        );
+        assert_eq!(c.split_steps(25), 2 * 1024 * 1024 / (18 * 25));
+        assert_eq!(c.source.url_prefix, "file:///data/");
+        assert_eq!(c.source.url_of("GPM_L3/x.HDF5"), "file:///data/GPM_L3/x.HDF5");
+        assert_eq!(regex_escape("a.b"), "a\\.b");
+        assert_eq!(
+            RepoLocation::parse("s3://b/p/q/", None, Some("http://127.0.0.1:9".into())),
+            RepoLocation::S3 {
+                bucket: "b".into(),
+                prefix: "p/q".into(),
+                region: None,
+                endpoint_url: Some("http://127.0.0.1:9".into()),
+                allow_http: true
+            }
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Appends into a real Icechunk repository on the local filesystem, from real synthetic granules:
+//! position by time, gaps, duplicates, replaced sources, rejected layouts and coordinates, commit
+//! properties, the ambiguous-commit check, resuming after a failed commit, and the committer's
+//! batching.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imerg_catalog::{GranuleId, ProductProfile, parse_time};
+use imerg_dataset::{
+    CommitterConfig, Dataset, DatasetConfig, GranuleOutcome, RepoLocation, SourceContainer,
+    spawn_committer,
+};
+use imerg_refs::{GranuleRefs, SourceObject};
+use imerg_synth::{SynthOptions, write_granule};
+
+fn granule(root: &Path, start: &str, opts: &SynthOptions) -> GranuleRefs {
+    let p = ProductProfile::final_v07b();
+    let id: GranuleId = p.granule_at(parse_time(start).unwrap()).unwrap();
+    let path = root.join(&id.key);
+    write_granule(&path, &p, id.start, opts).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    let src = SourceObject {
+        url: SourceContainer::local(root).unwrap().url_of(&id.key),
+        etag: None,
+        last_modified: Some(meta.modified().unwrap().into()),
+        size: meta.len(),
+    };
+    imerg_virtualize::virtualize_path(&path, &id, &src, &p).unwrap()
+}
+
+async fn open(repo: &Path, src: &Path) -> Dataset {
+    let cfg = DatasetConfig::new(ProductProfile::final_v07b(), SourceContainer::local(src).unwrap());
+    Dataset::open_or_create(&RepoLocation::Local(repo.to_path_buf()), cfg)
+        .await
+        .unwrap()
+}
+
+fn labels(o: &imerg_dataset::BatchOutcome) -> Vec<&'static str> {
+    o.outcomes.iter().map(|(_, o)| o.label()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_by_position_duplicates_replacements_and_rejections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let d = SynthOptions::default();
+    let g0 = granule(&src, "2020-01-01T00:00:00Z", &d);
+    let g1 = granule(&src, "2020-01-01T00:30:00Z", &d);
+    let g2 = granule(&src, "2020-01-01T01:00:00Z", &d);
+    let g3 = granule(&src, "2020-01-01T01:30:00Z", &d);
+    let ds = open(&repo, &src).await;
+
+    // Out of order, with a gap at g2.
+    let out = ds.commit_batch(&[g3.clone(), g0.clone(), g1.clone()], "b1").await.unwrap();
+    assert!(out.committed);
+    assert_eq!(labels(&out), ["added", "added", "added"]);
+    let st = ds.status().await.unwrap();
+    assert_eq!(st.granules_present, 3);
+    assert_eq!(st.time_len, g3.time_index + 1);
+    assert_eq!(st.first_granule, Some(g0.start));
+    assert_eq!(st.last_granule, Some(g3.start));
+    assert_eq!(st.gaps.len(), 1);
+    assert_eq!((st.gaps[0].start, st.gaps[0].granules), (g2.start, 1));
+    assert_eq!(st.commits, 1);
+    assert!(st.manifests >= 4 && st.largest_manifest_bytes > 0);
+
+    // Commit properties name the batch and its granules.
+    let tip = ds.repository().lookup_branch("main").await.unwrap();
+    let info = ds.repository().lookup_snapshot(&tip).await.unwrap();
+    assert_eq!(info.metadata["imerg_batch_id"], "b1");
+    let keys: Vec<&str> = info.metadata["imerg_granules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [g0.key.as_str(), g1.key.as_str(), g3.key.as_str()]);
+    assert_eq!(info.metadata["imerg_counts"]["added"], 3);
+
+    // A batch that landed is not committed twice (the ambiguous-commit check): it is found in the
+    // history, and applying it again changes nothing.
+    assert_eq!(ds.find_batch("b1", 10).await.unwrap(), Some(tip.to_string()));
+    assert_eq!(ds.find_batch("nope", 10).await.unwrap(), None);
+    let again = ds.commit_batch(&[g3.clone(), g0.clone(), g1.clone()], "b1").await.unwrap();
+    assert!(!again.committed);
+    assert_eq!(labels(&again), ["duplicate", "duplicate", "duplicate"]);
+    assert_eq!(ds.status().await.unwrap().commits, 1);
+
+    // The late granule lands in place and closes the gap.
+    let out = ds.commit_batch(std::slice::from_ref(&g2), "b2").await.unwrap();
+    assert_eq!(labels(&out), ["added"]);
+    let st = ds.status().await.unwrap();
+    assert_eq!((st.granules_present, st.gaps.len(), st.commits), (4, 0, 2));
+    assert_eq!(st.time_len, g3.time_index + 1, "an earlier granule does not grow the axis");
+
+    // A replaced source (rewritten with another deflate level: new bytes, new mtime) re-points.
+    std::thread::sleep(Duration::from_millis(1100));
+    let g1b = granule(
+        &src,
+        "2020-01-01T00:30:00Z",
+        &SynthOptions {
+            deflate_level: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!(g1b.fingerprint, g1.fingerprint, "deflate level is not part of the layout");
+    assert_ne!(g1b.variables["precipitation"].refs, g1.variables["precipitation"].refs);
+    let out = ds.commit_batch(std::slice::from_ref(&g1b), "b3").await.unwrap();
+    assert!(matches!(&out.outcomes[0].1, GranuleOutcome::Replaced { previous } if previous.contains("last-modified")));
+    let session = ds
+        .repository()
+        .readonly_session(&icechunk::repository::VersionInfo::BranchTipRef("main".into()))
+        .await
+        .unwrap();
+    let r = session
+        .get_chunk_ref(
+            &icechunk::format::Path::new("/precipitation").unwrap(),
+            &icechunk::format::ChunkIndices(vec![g1.time_index as u32, 3, 0]),
+        )
+        .await
+        .unwrap();
+    let want = g1b.variables["precipitation"].refs.iter().find(|r| r.chunk[1] == 3).unwrap();
+    match r {
+        Some(icechunk::format::manifest::ChunkPayload::Virtual(v)) => {
+            assert_eq!((v.offset, v.length), (want.offset, want.length));
+        }
+        other => panic!("expected a virtual ref, got {other:?}"),
+    }
+
+    // Another layout, other coordinates, another container: rejected with what differs; the
+    // good granule in the same batch still lands.
+    let shuffled = granule(
+        &dir.path().join("other"),
+        "2020-01-01T02:00:00Z",
+        &SynthOptions {
+            shuffle: true,
+            ..Default::default()
+        },
+    );
+    let mut shuffled_in_src = shuffled.clone();
+    shuffled_in_src.url = SourceContainer::local(&src).unwrap().url_of(&shuffled.key);
+    let shifted = granule(
+        &src,
+        "2020-01-01T02:30:00Z",
+        &SynthOptions {
+            lon_shift: 0.05,
+            ..Default::default()
+        },
+    );
+    let g4 = granule(&src, "2020-01-01T03:00:00Z", &d);
+    let out = ds
+        .commit_batch(&[shuffled_in_src, shifted, shuffled.clone(), g4.clone()], "b4")
+        .await
+        .unwrap();
+    assert_eq!(labels(&out), ["rejected", "rejected", "rejected", "added"]);
+    let msg = |i: usize| match &out.outcomes[i].1 {
+        GranuleOutcome::Rejected(e) => (e.label(), e.to_string()),
+        _ => unreachable!(),
+    };
+    assert_eq!(msg(0).0, "layout");
+    assert!(msg(0).1.contains("codecs bytes(Little)+zlib(6) vs bytes(Little)+shuffle(4)+zlib(6)"), "{}", msg(0).1);
+    assert_eq!(msg(1).0, "layout");
+    assert!(msg(1).1.contains("coordinate values"), "{}", msg(1).1);
+    assert_eq!(msg(2).0, "source_container");
+    let st = ds.status().await.unwrap();
+    assert_eq!(st.granules_present, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_after_a_failed_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let g0 = granule(&src, "2021-06-01T00:00:00Z", &SynthOptions::default());
+    let g1 = granule(&src, "2021-06-01T00:30:00Z", &SynthOptions::default());
+    let ds = open(&repo, &src).await;
+    ds.commit_batch(std::slice::from_ref(&g0), "first").await.unwrap();
+
+    // Break the storage under the writer: manifests can no longer be written.
+    let manifests = repo.join("manifests");
+    std::fs::rename(&manifests, repo.join("manifests.moved")).unwrap();
+    std::fs::write(&manifests, b"not a directory").unwrap();
+    let err = ds.commit_batch(std::slice::from_ref(&g1), "second").await.unwrap_err();
+    assert_eq!(err.label(), "icechunk", "{err}");
+    assert_eq!(ds.find_batch("second", 10).await.unwrap(), None);
+
+    // Repair and resume: the granule lands exactly once.
+    std::fs::remove_file(&manifests).unwrap();
+    std::fs::rename(repo.join("manifests.moved"), &manifests).unwrap();
+    let ds = open(&repo, &src).await;
+    let out = ds.commit_batch(&[g0.clone(), g1.clone()], "second").await.unwrap();
+    assert_eq!(labels(&out), ["duplicate", "added"]);
+    let st = ds.status().await.unwrap();
+    assert_eq!((st.granules_present, st.commits), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committer_batches_and_acknowledges_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let starts = [
+        "2022-02-02T03:30:00Z",
+        "2022-02-02T00:00:00Z",
+        "2022-02-02T02:00:00Z",
+        "2022-02-02T00:30:00Z",
+        "2022-02-02T01:00:00Z",
+        "2022-02-02T03:00:00Z",
+    ];
+    let granules: Vec<_> = starts.iter().map(|s| granule(&src, s, &SynthOptions::default())).collect();
+    let ds = Arc::new(open(&repo, &src).await);
+    let (handle, committer) = spawn_committer(
+        Arc::clone(&ds),
+        CommitterConfig {
+            max_batch: 4,
+            max_age: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let mut tasks = Vec::new();
+    for g in granules.iter().cloned().chain(std::iter::once(granules[0].clone())) {
+        let h = handle.clone();
+        tasks.push(tokio::spawn(async move { h.append(g).await }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        let receipt = t.await.unwrap().unwrap();
+        // Acknowledged only once durable: the snapshot is on the branch.
+        assert!(ds.find_batch(&receipt.batch_id, 10).await.unwrap().is_some() || receipt.outcome.label() == "duplicate");
+        outcomes.push(receipt.outcome.label());
+    }
+    assert_eq!(outcomes.iter().filter(|o| **o == "added").count(), 6);
+    assert_eq!(outcomes.iter().filter(|o| **o == "duplicate").count(), 1);
+    let st = ds.status().await.unwrap();
+    assert_eq!(st.granules_present, 6);
+    assert!(st.commits >= 2 && st.commits <= 3, "batched: {} commits for 7 appends", st.commits);
+    assert_eq!(st.gaps.len(), 2, "01:30 and 02:30 are missing");
+    drop(handle);
+    committer.join.await.unwrap();
+}

@@ -103,12 +103,17 @@ pub struct Committer {
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Request").field("key", &self.granule.key).finish()
+        f.debug_struct("Request")
+            .field("key", &self.granule.key)
+            .finish()
     }
 }
 
 /// Starts the committer for `dataset`. There must be exactly one per dataset branch.
-pub fn spawn_committer(dataset: Arc<Dataset>, cfg: CommitterConfig) -> (CommitterHandle, Committer) {
+pub fn spawn_committer(
+    dataset: Arc<Dataset>,
+    cfg: CommitterConfig,
+) -> (CommitterHandle, Committer) {
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let stats = Arc::new(CommitterStats::default());
     let join = tokio::spawn(run(dataset, cfg, rx, Arc::clone(&stats)));
@@ -121,10 +126,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     stats: Arc<CommitterStats>,
 ) {
-    let mut next_maintenance = cfg
-        .maintenance
-        .as_ref()
-        .map(|m| Instant::now() + m.every);
+    let mut next_maintenance = cfg.maintenance.as_ref().map(|m| Instant::now() + m.every);
     let mut closed = false;
     while !closed {
         let Some(first) = rx.recv().await else { break };
@@ -203,7 +205,9 @@ async fn commit(
                         landed = Some(snapshot);
                     }
                     Ok(None) => {}
-                    Err(fe) => tracing::warn!(error = %fe, "could not search history for the batch"),
+                    Err(fe) => {
+                        tracing::warn!(error = %fe, "could not search history for the batch")
+                    }
                 }
                 last_err = e;
                 if landed.is_none() {

@@ -45,7 +45,9 @@ impl RepoLocation {
                 Self::S3 {
                     bucket: bucket.into(),
                     prefix: prefix.trim_end_matches('/').into(),
-                    allow_http: endpoint_url.as_deref().is_some_and(|e| e.starts_with("http://")),
+                    allow_http: endpoint_url
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
                     region,
                     endpoint_url,
                 }
@@ -76,7 +78,12 @@ impl RepoLocation {
                     ));
                 }
                 icechunk::new_s3_object_store_storage(
-                    s3_options(region.as_deref(), endpoint_url.as_deref(), *allow_http, false),
+                    s3_options(
+                        region.as_deref(),
+                        endpoint_url.as_deref(),
+                        *allow_http,
+                        false,
+                    ),
                     bucket.clone(),
                     Some(prefix.clone()),
                     Some(S3Credentials::FromEnv),
@@ -158,7 +165,9 @@ impl SourceContainer {
         Self {
             url_prefix: p,
             kind: SourceKind::S3 {
-                allow_http: endpoint_url.as_deref().is_some_and(|e| e.starts_with("http://")),
+                allow_http: endpoint_url
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
                 region,
                 endpoint_url,
                 anonymous,
@@ -171,6 +180,23 @@ impl SourceContainer {
         format!("{}{}", self.url_prefix, key.trim_start_matches('/'))
     }
 
+    /// The container as a repository's config records it.
+    pub(crate) fn from_icechunk(c: &VirtualChunkContainer) -> Self {
+        let kind = match &c.store {
+            ObjectStoreConfig::S3(o) | ObjectStoreConfig::S3Compatible(o) => SourceKind::S3 {
+                region: o.region.clone(),
+                endpoint_url: o.endpoint_url.clone(),
+                allow_http: o.allow_http,
+                anonymous: o.anonymous,
+            },
+            _ => SourceKind::LocalFileSystem,
+        };
+        Self {
+            url_prefix: c.url_prefix().to_string(),
+            kind,
+        }
+    }
+
     pub(crate) fn to_icechunk(&self) -> Result<VirtualChunkContainer, DatasetError> {
         let store = match &self.kind {
             SourceKind::LocalFileSystem => ObjectStoreConfig::LocalFileSystem(PathBuf::new()),
@@ -180,7 +206,12 @@ impl SourceContainer {
                 allow_http,
                 anonymous,
             } => {
-                let opts = s3_options(region.as_deref(), endpoint_url.as_deref(), *allow_http, *anonymous);
+                let opts = s3_options(
+                    region.as_deref(),
+                    endpoint_url.as_deref(),
+                    *allow_http,
+                    *anonymous,
+                );
                 if endpoint_url.is_some() {
                     ObjectStoreConfig::S3Compatible(opts)
                 } else {
@@ -195,7 +226,9 @@ impl SourceContainer {
     pub(crate) fn credentials(&self) -> HashMap<String, Option<Credentials>> {
         let c = match &self.kind {
             SourceKind::LocalFileSystem => Credentials::LocalFileSystemAccess,
-            SourceKind::S3 { anonymous: true, .. } => Credentials::S3(S3Credentials::Anonymous),
+            SourceKind::S3 {
+                anonymous: true, ..
+            } => Credentials::S3(S3Credentials::Anonymous),
             SourceKind::S3 { .. } => Credentials::S3(S3Credentials::FromEnv),
         };
         HashMap::from([(self.url_prefix.clone(), Some(c))])
@@ -269,7 +302,10 @@ fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             let special = "\\.+*?()|[]{}^$#&-~".contains(c);
-            special.then_some('\\').into_iter().chain(std::iter::once(c))
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
         })
         .collect()
 }
@@ -286,7 +322,10 @@ mod tests {
         );
         assert_eq!(c.split_steps(25), 2 * 1024 * 1024 / (18 * 25));
         assert_eq!(c.source.url_prefix, "file:///data/");
-        assert_eq!(c.source.url_of("GPM_L3/x.HDF5"), "file:///data/GPM_L3/x.HDF5");
+        assert_eq!(
+            c.source.url_of("GPM_L3/x.HDF5"),
+            "file:///data/GPM_L3/x.HDF5"
+        );
         assert_eq!(regex_escape("a.b"), "a\\.b");
         assert_eq!(
             RepoLocation::parse("s3://b/p/q/", None, Some("http://127.0.0.1:9".into())),

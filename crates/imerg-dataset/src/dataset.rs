@@ -23,9 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
-use crate::layout::{
-    self, ATTR_FINGERPRINT, ATTR_LAYOUT, ATTR_TIME_UNITS, PRESENT, TIME_CHUNK,
-};
+use crate::layout::{self, ATTR_FINGERPRINT, ATTR_LAYOUT, ATTR_TIME_UNITS, PRESENT, TIME_CHUNK};
 use crate::{DatasetConfig, DatasetError, RepoLocation};
 
 /// What happened to one granule of a batch.
@@ -138,7 +136,8 @@ fn is_not_found(e: &icechunk::store::StoreError) -> bool {
     use icechunk::store::StoreErrorKind;
     matches!(
         e.kind(),
-        StoreErrorKind::NotFound(_) | StoreErrorKind::SessionError(SessionErrorKind::NodeNotFound { .. })
+        StoreErrorKind::NotFound(_)
+            | StoreErrorKind::SessionError(SessionErrorKind::NodeNotFound { .. })
     )
 }
 
@@ -211,6 +210,37 @@ impl Dataset {
         Ok(Self { repo, cfg })
     }
 
+    /// Opens an existing repository for reading and writing, taking its source container from
+    /// the repository's own config.
+    pub async fn open(
+        location: &RepoLocation,
+        profile: imerg_catalog::ProductProfile,
+    ) -> Result<Self, DatasetError> {
+        let storage = location.storage().await?;
+        let exists = Repository::exists(Arc::clone(&storage), None)
+            .await
+            .map_err(DatasetError::ic)?;
+        if !exists {
+            return Err(DatasetError::Config(format!(
+                "no repository at {location:?}"
+            )));
+        }
+        let persisted = Repository::fetch_config(Arc::clone(&storage))
+            .await
+            .map_err(DatasetError::ic)?
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+        let container = persisted
+            .virtual_chunk_containers
+            .as_ref()
+            .and_then(|m| m.values().next().cloned())
+            .ok_or_else(|| {
+                DatasetError::Config("the repository has no virtual chunk container".into())
+            })?;
+        let source = crate::config::SourceContainer::from_icechunk(&container);
+        Self::open_or_create(location, DatasetConfig::new(profile, source)).await
+    }
+
     pub fn config(&self) -> &DatasetConfig {
         &self.cfg
     }
@@ -243,10 +273,7 @@ impl Dataset {
 
     async fn set_json(store: &Store, key: &str, v: &Value) -> Result<(), DatasetError> {
         let bytes = serde_json::to_vec(v).map_err(|e| DatasetError::Inconsistent(e.to_string()))?;
-        store
-            .set(key, bytes.into())
-            .await
-            .map_err(DatasetError::ic)
+        store.set(key, bytes.into()).await.map_err(DatasetError::ic)
     }
 
     async fn get_chunk(store: &Store, key: &str) -> Result<Option<Vec<u8>>, DatasetError> {
@@ -265,7 +292,10 @@ impl Dataset {
         let attrs = &root["attributes"];
         let layout: Layout = serde_json::from_value(attrs[ATTR_LAYOUT].clone())
             .map_err(|e| DatasetError::Inconsistent(format!("root layout attribute: {e}")))?;
-        let fp = attrs[ATTR_FINGERPRINT].as_str().unwrap_or_default().to_string();
+        let fp = attrs[ATTR_FINGERPRINT]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let units = TimeUnits::parse(attrs[ATTR_TIME_UNITS].as_str().unwrap_or_default())
             .map_err(|e| DatasetError::Inconsistent(e.to_string()))?;
         Ok(Some((layout, fp, units)))
@@ -282,17 +312,40 @@ impl Dataset {
     }
 
     /// Writes the root group, the coordinates and the arrays' metadata from the first granule.
-    async fn initialize(&self, store: &Store, g: &GranuleRefs, len: u64) -> Result<(), DatasetError> {
+    async fn initialize(
+        &self,
+        store: &Store,
+        g: &GranuleRefs,
+        len: u64,
+    ) -> Result<(), DatasetError> {
         let root = layout::root_metadata(&self.cfg.profile, &g.layout, &g.coords.time.units);
         Self::set_json(store, "zarr.json", &root).await?;
         for (name, v) in &g.variables {
-            Self::set_json(store, &format!("{name}/zarr.json"), &layout::with_time_len(&v.zarr, len))
-                .await?;
-        }
-        Self::set_json(store, "time/zarr.json", &layout::time_metadata(len, &g.coords)).await?;
-        Self::set_json(store, "time_bnds/zarr.json", &layout::time_bnds_metadata(len, &g.coords))
+            Self::set_json(
+                store,
+                &format!("{name}/zarr.json"),
+                &layout::with_time_len(&v.zarr, len),
+            )
             .await?;
-        Self::set_json(store, &format!("{PRESENT}/zarr.json"), &layout::present_metadata(len)).await?;
+        }
+        Self::set_json(
+            store,
+            "time/zarr.json",
+            &layout::time_metadata(len, &g.coords),
+        )
+        .await?;
+        Self::set_json(
+            store,
+            "time_bnds/zarr.json",
+            &layout::time_bnds_metadata(len, &g.coords),
+        )
+        .await?;
+        Self::set_json(
+            store,
+            &format!("{PRESENT}/zarr.json"),
+            &layout::present_metadata(len),
+        )
+        .await?;
         for (name, c) in g.coords.spatial() {
             let dims: Vec<&str> = match name {
                 "lon" => vec!["lon"],
@@ -321,7 +374,13 @@ impl Dataset {
 
     /// Grows every time-dimensioned array from `cur` to `new` steps and writes the `time` and
     /// `time_bnds` chunks the axis reaches for the first time.
-    async fn grow(&self, store: &Store, units: &TimeUnits, cur: u64, new: u64) -> Result<(), DatasetError> {
+    async fn grow(
+        &self,
+        store: &Store,
+        units: &TimeUnits,
+        cur: u64,
+        new: u64,
+    ) -> Result<(), DatasetError> {
         let mut names: Vec<String> = self
             .cfg
             .profile
@@ -338,10 +397,17 @@ impl Dataset {
                 .ok_or_else(|| DatasetError::Inconsistent(format!("{key} is missing")))?;
             Self::set_json(store, &key, &layout::with_time_len(&meta, new)).await?;
         }
-        let first_new_chunk = if cur == 0 { 0 } else { (cur - 1) / TIME_CHUNK + 1 };
+        let first_new_chunk = if cur == 0 {
+            0
+        } else {
+            (cur - 1) / TIME_CHUNK + 1
+        };
         for k in first_new_chunk..=(new - 1) / TIME_CHUNK {
             store
-                .set(&format!("time/c/{k}"), layout::time_chunk(k, &self.cfg.profile, units).into())
+                .set(
+                    &format!("time/c/{k}"),
+                    layout::time_chunk(k, &self.cfg.profile, units).into(),
+                )
                 .await
                 .map_err(DatasetError::ic)?;
         }
@@ -386,17 +452,26 @@ impl Dataset {
             let outcome = if g.product != profile.id {
                 Some(reject(
                     "product",
-                    format!("granule of product {:?}, dataset of {:?}", g.product, profile.id),
+                    format!(
+                        "granule of product {:?}, dataset of {:?}",
+                        g.product, profile.id
+                    ),
                 ))
             } else if !g.url.starts_with(prefix.as_str()) {
                 Some(reject(
                     "source_container",
-                    format!("{} is outside the dataset's source container {prefix}", g.url),
+                    format!(
+                        "{} is outside the dataset's source container {prefix}",
+                        g.url
+                    ),
                 ))
             } else if profile.start_of(g.time_index) != g.start {
                 Some(reject(
                     "time_range",
-                    format!("time index {} does not match start {}", g.time_index, g.start),
+                    format!(
+                        "time index {} does not match start {}",
+                        g.time_index, g.start
+                    ),
                 ))
             } else {
                 match &reference {
@@ -430,7 +505,7 @@ impl Dataset {
             }
         }
         if accepted.is_empty() {
-            return Ok(self.unchanged(batch_id, outcomes).await?);
+            return self.unchanged(batch_id, outcomes).await;
         }
 
         let cur_len = self.time_len(&store).await?;
@@ -507,7 +582,7 @@ impl Dataset {
             }
         }
         if to_write.is_empty() {
-            return Ok(self.unchanged(batch_id, outcomes).await?);
+            return self.unchanged(batch_id, outcomes).await;
         }
 
         // Write: initialize, grow, references, presence.
@@ -600,7 +675,9 @@ impl Dataset {
             "imerg-ingest: {} granule(s) of {} from {}",
             to_write.len(),
             profile.id,
-            first.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            first
+                .start
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         let session = store.session();
         let mut s = session.write().await;
@@ -624,9 +701,7 @@ impl Dataset {
                     actual_parent,
                 } => Err(DatasetError::SecondWriter {
                     branch: self.cfg.branch.clone(),
-                    expected: expected_parent
-                        .as_ref()
-                        .map_or(expected, |p| p.to_string()),
+                    expected: expected_parent.as_ref().map_or(expected, |p| p.to_string()),
                     actual: actual_parent
                         .as_ref()
                         .map_or_else(|| "?".into(), |p| p.to_string()),
@@ -656,7 +731,11 @@ impl Dataset {
 
     /// The snapshot that recorded `batch_id`, searching the newest `depth` commits of the branch
     /// (used after an ambiguous commit failure: the write may have landed).
-    pub async fn find_batch(&self, batch_id: &str, depth: usize) -> Result<Option<String>, DatasetError> {
+    pub async fn find_batch(
+        &self,
+        batch_id: &str,
+        depth: usize,
+    ) -> Result<Option<String>, DatasetError> {
         let mut stream = std::pin::pin!(
             self.repo
                 .ancestry(&VersionInfo::BranchTipRef(self.cfg.branch.clone()))

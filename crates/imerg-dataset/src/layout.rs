@@ -90,20 +90,41 @@ pub(crate) fn time_bnds_metadata(len: u64, coords: &Coords) -> Value {
     let mut attrs = Map::new();
     attrs.insert("units".into(), json!(coords.time.units));
     attrs.insert("calendar".into(), json!("proleptic_gregorian"));
-    array(&[len, 2], &[TIME_CHUNK / 2, 2], "int64", json!(0), &["time", "nv"], attrs)
+    array(
+        &[len, 2],
+        &[TIME_CHUNK / 2, 2],
+        "int64",
+        json!(0),
+        &["time", "nv"],
+        attrs,
+    )
 }
 
 pub(crate) fn present_metadata(len: u64) -> Value {
     let mut attrs = Map::new();
-    attrs.insert("long_name".into(), json!("granule ingested at this time step"));
+    attrs.insert(
+        "long_name".into(),
+        json!("granule ingested at this time step"),
+    );
     attrs.insert("flag_values".into(), json!([0, 1]));
     attrs.insert("flag_meanings".into(), json!("missing ingested"));
     array(&[len], &[TIME_CHUNK], "uint8", json!(0), &["time"], attrs)
 }
 
 /// A float32 coordinate stored in one chunk.
-pub(crate) fn coord_metadata(shape: &[u64], dims: &[&str], attributes: &Map<String, Value>) -> Value {
-    array(shape, shape, "float32", json!("NaN"), dims, attributes.clone())
+pub(crate) fn coord_metadata(
+    shape: &[u64],
+    dims: &[&str],
+    attributes: &Map<String, Value>,
+) -> Value {
+    array(
+        shape,
+        shape,
+        "float32",
+        json!("NaN"),
+        dims,
+        attributes.clone(),
+    )
 }
 
 /// Shape of an array's `zarr.json`.
@@ -179,7 +200,11 @@ mod tests {
         let first = i64::from_le_bytes(raw[..8].try_into().unwrap());
         assert_eq!(u.to_datetime(first), p.start_of(TIME_CHUNK));
         let b = gunzip(&time_bnds_chunk(0, &p, &u)).unwrap();
-        let v: Vec<i64> = b.chunks(8).take(4).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<i64> = b
+            .chunks(8)
+            .take(4)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(v[1] - v[0], 1800);
         assert_eq!(v[2], v[1]);
         let m = with_time_len(&present_metadata(5), 9);

@@ -14,7 +14,8 @@ pub use committer::{
     AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
 };
 pub use config::{
-    BYTES_PER_REF, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig, RepoLocation, SourceContainer, SourceKind,
+    BYTES_PER_REF, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig, RepoLocation, SourceContainer,
+    SourceKind,
 };
 pub use dataset::{BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, Status};
 pub use error::DatasetError;

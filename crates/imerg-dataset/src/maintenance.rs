@@ -39,7 +39,10 @@ fn nzusize(v: usize) -> NonZeroUsize {
 
 /// Expires snapshots older than the retention, then garbage-collects unreachable objects older
 /// than it. Branch tips are never expired.
-pub async fn run(dataset: &Dataset, cfg: &MaintenanceConfig) -> Result<MaintenanceReport, DatasetError> {
+pub async fn run(
+    dataset: &Dataset,
+    cfg: &MaintenanceConfig,
+) -> Result<MaintenanceReport, DatasetError> {
     let repo = dataset.repository();
     let cutoff = chrono::Utc::now()
         - chrono::Duration::from_std(cfg.retention).unwrap_or(chrono::Duration::days(7));

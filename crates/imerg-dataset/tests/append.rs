@@ -33,7 +33,10 @@ fn granule(root: &Path, start: &str, opts: &SynthOptions) -> GranuleRefs {
 }
 
 async fn open(repo: &Path, src: &Path) -> Dataset {
-    let cfg = DatasetConfig::new(ProductProfile::final_v07b(), SourceContainer::local(src).unwrap());
+    let cfg = DatasetConfig::new(
+        ProductProfile::final_v07b(),
+        SourceContainer::local(src).unwrap(),
+    );
     Dataset::open_or_create(&RepoLocation::Local(repo.to_path_buf()), cfg)
         .await
         .unwrap()
@@ -55,7 +58,10 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
     let ds = open(&repo, &src).await;
 
     // Out of order, with a gap at g2.
-    let out = ds.commit_batch(&[g3.clone(), g0.clone(), g1.clone()], "b1").await.unwrap();
+    let out = ds
+        .commit_batch(&[g3.clone(), g0.clone(), g1.clone()], "b1")
+        .await
+        .unwrap();
     assert!(out.committed);
     assert_eq!(labels(&out), ["added", "added", "added"]);
     let st = ds.status().await.unwrap();
@@ -83,19 +89,32 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
 
     // A batch that landed is not committed twice (the ambiguous-commit check): it is found in the
     // history, and applying it again changes nothing.
-    assert_eq!(ds.find_batch("b1", 10).await.unwrap(), Some(tip.to_string()));
+    assert_eq!(
+        ds.find_batch("b1", 10).await.unwrap(),
+        Some(tip.to_string())
+    );
     assert_eq!(ds.find_batch("nope", 10).await.unwrap(), None);
-    let again = ds.commit_batch(&[g3.clone(), g0.clone(), g1.clone()], "b1").await.unwrap();
+    let again = ds
+        .commit_batch(&[g3.clone(), g0.clone(), g1.clone()], "b1")
+        .await
+        .unwrap();
     assert!(!again.committed);
     assert_eq!(labels(&again), ["duplicate", "duplicate", "duplicate"]);
     assert_eq!(ds.status().await.unwrap().commits, 1);
 
     // The late granule lands in place and closes the gap.
-    let out = ds.commit_batch(std::slice::from_ref(&g2), "b2").await.unwrap();
+    let out = ds
+        .commit_batch(std::slice::from_ref(&g2), "b2")
+        .await
+        .unwrap();
     assert_eq!(labels(&out), ["added"]);
     let st = ds.status().await.unwrap();
     assert_eq!((st.granules_present, st.gaps.len(), st.commits), (4, 0, 2));
-    assert_eq!(st.time_len, g3.time_index + 1, "an earlier granule does not grow the axis");
+    assert_eq!(
+        st.time_len,
+        g3.time_index + 1,
+        "an earlier granule does not grow the axis"
+    );
 
     // A replaced source (rewritten with another deflate level: new bytes, new mtime) re-points.
     std::thread::sleep(Duration::from_millis(1100));
@@ -107,13 +126,26 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
             ..Default::default()
         },
     );
-    assert_eq!(g1b.fingerprint, g1.fingerprint, "deflate level is not part of the layout");
-    assert_ne!(g1b.variables["precipitation"].refs, g1.variables["precipitation"].refs);
-    let out = ds.commit_batch(std::slice::from_ref(&g1b), "b3").await.unwrap();
-    assert!(matches!(&out.outcomes[0].1, GranuleOutcome::Replaced { previous } if previous.contains("last-modified")));
+    assert_eq!(
+        g1b.fingerprint, g1.fingerprint,
+        "deflate level is not part of the layout"
+    );
+    assert_ne!(
+        g1b.variables["precipitation"].refs,
+        g1.variables["precipitation"].refs
+    );
+    let out = ds
+        .commit_batch(std::slice::from_ref(&g1b), "b3")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out.outcomes[0].1, GranuleOutcome::Replaced { previous } if previous.contains("last-modified"))
+    );
     let session = ds
         .repository()
-        .readonly_session(&icechunk::repository::VersionInfo::BranchTipRef("main".into()))
+        .readonly_session(&icechunk::repository::VersionInfo::BranchTipRef(
+            "main".into(),
+        ))
         .await
         .unwrap();
     let r = session
@@ -123,7 +155,11 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
         )
         .await
         .unwrap();
-    let want = g1b.variables["precipitation"].refs.iter().find(|r| r.chunk[1] == 3).unwrap();
+    let want = g1b.variables["precipitation"]
+        .refs
+        .iter()
+        .find(|r| r.chunk[1] == 3)
+        .unwrap();
     match r {
         Some(icechunk::format::manifest::ChunkPayload::Virtual(v)) => {
             assert_eq!((v.offset, v.length), (want.offset, want.length));
@@ -153,7 +189,10 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
     );
     let g4 = granule(&src, "2020-01-01T03:00:00Z", &d);
     let out = ds
-        .commit_batch(&[shuffled_in_src, shifted, shuffled.clone(), g4.clone()], "b4")
+        .commit_batch(
+            &[shuffled_in_src, shifted, shuffled.clone(), g4.clone()],
+            "b4",
+        )
         .await
         .unwrap();
     assert_eq!(labels(&out), ["rejected", "rejected", "rejected", "added"]);
@@ -162,7 +201,13 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
         _ => unreachable!(),
     };
     assert_eq!(msg(0).0, "layout");
-    assert!(msg(0).1.contains("codecs bytes(Little)+zlib(6) vs bytes(Little)+shuffle(4)+zlib(6)"), "{}", msg(0).1);
+    assert!(
+        msg(0)
+            .1
+            .contains("codecs bytes(Little)+zlib(6) vs bytes(Little)+shuffle(4)+zlib(6)"),
+        "{}",
+        msg(0).1
+    );
     assert_eq!(msg(1).0, "layout");
     assert!(msg(1).1.contains("coordinate values"), "{}", msg(1).1);
     assert_eq!(msg(2).0, "source_container");
@@ -177,13 +222,18 @@ async fn resumes_after_a_failed_commit() {
     let g0 = granule(&src, "2021-06-01T00:00:00Z", &SynthOptions::default());
     let g1 = granule(&src, "2021-06-01T00:30:00Z", &SynthOptions::default());
     let ds = open(&repo, &src).await;
-    ds.commit_batch(std::slice::from_ref(&g0), "first").await.unwrap();
+    ds.commit_batch(std::slice::from_ref(&g0), "first")
+        .await
+        .unwrap();
 
     // Break the storage under the writer: manifests can no longer be written.
     let manifests = repo.join("manifests");
     std::fs::rename(&manifests, repo.join("manifests.moved")).unwrap();
     std::fs::write(&manifests, b"not a directory").unwrap();
-    let err = ds.commit_batch(std::slice::from_ref(&g1), "second").await.unwrap_err();
+    let err = ds
+        .commit_batch(std::slice::from_ref(&g1), "second")
+        .await
+        .unwrap_err();
     assert_eq!(err.label(), "icechunk", "{err}");
     assert_eq!(ds.find_batch("second", 10).await.unwrap(), None);
 
@@ -191,7 +241,10 @@ async fn resumes_after_a_failed_commit() {
     std::fs::remove_file(&manifests).unwrap();
     std::fs::rename(repo.join("manifests.moved"), &manifests).unwrap();
     let ds = open(&repo, &src).await;
-    let out = ds.commit_batch(&[g0.clone(), g1.clone()], "second").await.unwrap();
+    let out = ds
+        .commit_batch(&[g0.clone(), g1.clone()], "second")
+        .await
+        .unwrap();
     assert_eq!(labels(&out), ["duplicate", "added"]);
     let st = ds.status().await.unwrap();
     assert_eq!((st.granules_present, st.commits), (2, 2));
@@ -209,7 +262,10 @@ async fn committer_batches_and_acknowledges_after_commit() {
         "2022-02-02T01:00:00Z",
         "2022-02-02T03:00:00Z",
     ];
-    let granules: Vec<_> = starts.iter().map(|s| granule(&src, s, &SynthOptions::default())).collect();
+    let granules: Vec<_> = starts
+        .iter()
+        .map(|s| granule(&src, s, &SynthOptions::default()))
+        .collect();
     let ds = Arc::new(open(&repo, &src).await);
     let (handle, committer) = spawn_committer(
         Arc::clone(&ds),
@@ -220,7 +276,11 @@ async fn committer_batches_and_acknowledges_after_commit() {
         },
     );
     let mut tasks = Vec::new();
-    for g in granules.iter().cloned().chain(std::iter::once(granules[0].clone())) {
+    for g in granules
+        .iter()
+        .cloned()
+        .chain(std::iter::once(granules[0].clone()))
+    {
         let h = handle.clone();
         tasks.push(tokio::spawn(async move { h.append(g).await }));
     }
@@ -228,14 +288,24 @@ async fn committer_batches_and_acknowledges_after_commit() {
     for t in tasks {
         let receipt = t.await.unwrap().unwrap();
         // Acknowledged only once durable: the snapshot is on the branch.
-        assert!(ds.find_batch(&receipt.batch_id, 10).await.unwrap().is_some() || receipt.outcome.label() == "duplicate");
+        assert!(
+            ds.find_batch(&receipt.batch_id, 10)
+                .await
+                .unwrap()
+                .is_some()
+                || receipt.outcome.label() == "duplicate"
+        );
         outcomes.push(receipt.outcome.label());
     }
     assert_eq!(outcomes.iter().filter(|o| **o == "added").count(), 6);
     assert_eq!(outcomes.iter().filter(|o| **o == "duplicate").count(), 1);
     let st = ds.status().await.unwrap();
     assert_eq!(st.granules_present, 6);
-    assert!(st.commits >= 2 && st.commits <= 3, "batched: {} commits for 7 appends", st.commits);
+    assert!(
+        st.commits >= 2 && st.commits <= 3,
+        "batched: {} commits for 7 appends",
+        st.commits
+    );
     assert_eq!(st.gaps.len(), 2, "01:30 and 02:30 are missing");
     drop(handle);
     committer.join.await.unwrap();

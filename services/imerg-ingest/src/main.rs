@@ -31,6 +31,10 @@ enum Command {
     Synth(commands::synth::Args),
     /// Print the exact virtual references of granule files or URLs.
     Virtualize(commands::virtualize::Args),
+    /// Virtualize granule files and commit them into a local repository (creating it).
+    Append(commands::append::Args),
+    /// Show what a repository holds: time range, granules, gaps, commits, manifests.
+    Status(commands::status::Args),
     /// Print the selected product profile as JSON (a starting point for --product-profile).
     Profile,
 }
@@ -55,6 +59,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Synth(args) => commands::synth::run(&profile, args),
             Command::Virtualize(args) => commands::virtualize::run(profile, args),
+            Command::Append(args) => commands::append::run(profile, args),
+            Command::Status(args) => commands::status::run(profile, args),
             Command::Profile => {
                 println!("{}", serde_json::to_string_pretty(&profile)?);
                 Ok(std::process::ExitCode::SUCCESS)

@@ -14,11 +14,22 @@ fn bin() -> Command {
 fn synth_then_virtualize_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["synth", "--start", "2021-03-04T05:00", "--end", "2021-03-04T06:00", "--out"])
+        .args([
+            "synth",
+            "--start",
+            "2021-03-04T05:00",
+            "--end",
+            "2021-03-04T06:00",
+            "--out",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let day = dir.path().join("GPM_L3/GPM_3IMERGHH.07/2021/063");
     let mut files: Vec<_> = std::fs::read_dir(&day)
         .unwrap()
@@ -49,29 +60,57 @@ fn synth_then_virtualize_json() {
         assert_eq!(g["start"], format!("2021-03-04T05:{minute:02}:00Z"));
         let t = g["time_index"].as_u64().unwrap();
         assert_eq!(t, (365 * 23 + 6 + 62) * 48 + 10 + minute / 30);
-        assert!(g["key"].as_str().unwrap().starts_with("GPM_L3/GPM_3IMERGHH.07/2021/063/"));
+        assert!(
+            g["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("GPM_L3/GPM_3IMERGHH.07/2021/063/")
+        );
         assert!(g["etag"].is_string());
         let vars = g["variables"].as_object().unwrap();
         assert_eq!(vars.len(), 4);
-        let n: usize = vars.values().map(|v| v["refs"].as_array().unwrap().len()).sum();
+        let n: usize = vars
+            .values()
+            .map(|v| v["refs"].as_array().unwrap().len())
+            .sum();
         assert_eq!(n, 88);
         let r = &vars["precipitation"]["refs"][0];
         assert_eq!(r["chunk"][0].as_u64(), Some(t));
         assert!(r["offset"].as_u64().unwrap() > 0 && r["length"].as_u64().unwrap() > 0);
-        assert_eq!(vars["precipitation"]["zarr"]["shape"], serde_json::json!([1, 3600, 1800]));
+        assert_eq!(
+            vars["precipitation"]["zarr"]["shape"],
+            serde_json::json!([1, 3600, 1800])
+        );
         assert_eq!(g["coords"]["time"]["calendar"], "julian");
         assert_eq!(g["coords"]["lat"]["values"].as_array().unwrap().len(), 1800);
     }
     assert_eq!(lines[2]["reason"], "not_hdf5");
-    assert!(lines[2]["error"].as_str().unwrap().contains("not an HDF5 file"));
-    assert!(lines[2]["key"].as_str().unwrap().ends_with(".0360.V07B.HDF5"));
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an HDF5 file")
+    );
+    assert!(
+        lines[2]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(".0360.V07B.HDF5")
+    );
 
     // Human summary and a usage error.
     let out = bin().arg("virtualize").arg(&files[0]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK GPM_L3/"));
     let out = bin()
-        .args(["synth", "--start", "2021-03-05", "--end", "2021-03-04", "--out"])
+        .args([
+            "synth",
+            "--start",
+            "2021-03-05",
+            "--end",
+            "2021-03-04",
+            "--out",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -81,13 +120,24 @@ fn synth_then_virtualize_json() {
 
 #[test]
 fn profile_prints_loadable_json() {
-    let out = bin().args(["--product", "late", "profile"]).output().unwrap();
+    let out = bin()
+        .args(["--product", "late", "profile"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("late.json");
     std::fs::write(&p, &out.stdout).unwrap();
-    let again = bin().arg("--product-profile").arg(&p).arg("profile").output().unwrap();
+    let again = bin()
+        .arg("--product-profile")
+        .arg(&p)
+        .arg("profile")
+        .output()
+        .unwrap();
     assert_eq!(again.stdout, out.stdout);
-    let bad = bin().args(["--product", "nope", "profile"]).output().unwrap();
+    let bad = bin()
+        .args(["--product", "nope", "profile"])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }

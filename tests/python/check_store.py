@@ -1,0 +1,100 @@
+"""Checks an imerg-ingest store the way its users read it: Python icechunk + xarray + zarr.
+
+Usage: check_store.py EXPECT.json
+
+EXPECT.json: {"repo": dir, "container": "file:///.../", "time_len": N,
+              "present": [{"time_index": i, "start": "RFC3339", "path": "/abs/granule.HDF5"}, ...],
+              "gaps": [i, ...]}
+
+Opens the repository after authorizing the virtual chunk container, then checks: no warnings while
+opening, dims and coordinates, `time` as datetime64 equal to the granule start times, NaN where
+the source files hold fill values, every value of every variable equal to what h5py reads from the
+source file, and NaN plus granule_present == 0 at the gaps. Prints one line per check group and
+exits non-zero on the first failure.
+"""
+
+import json
+import sys
+import warnings
+
+import h5py
+import icechunk as ic
+import numpy as np
+import xarray as xr
+
+VARIABLES = [
+    "precipitation",
+    "randomError",
+    "probabilityLiquidPrecipitation",
+    "precipitationQualityIndex",
+]
+
+
+def main() -> None:
+    expect = json.load(open(sys.argv[1]))
+    storage = ic.local_filesystem_storage(expect["repo"])
+    creds = ic.containers_credentials(
+        {expect["container"]: ic.Credentials.LocalFileSystemAccess()}
+    )
+    repo = ic.Repository.open(storage, authorize_virtual_chunk_access=creds)
+    session = repo.readonly_session("main")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = xr.open_zarr(session.store, consolidated=False, zarr_format=3, chunks=None)
+    assert not caught, f"open_zarr warned: {[str(w.message) for w in caught]}"
+    print("opened without warnings")
+
+    assert dict(ds.sizes) == {
+        "time": expect["time_len"],
+        "lon": 3600,
+        "lat": 1800,
+        "nv": 2,
+    }, dict(ds.sizes)
+    for v in VARIABLES:
+        assert ds[v].dims == ("time", "lon", "lat"), (v, ds[v].dims)
+    assert ds.time.dtype == np.dtype("datetime64[ns]"), ds.time.dtype
+    assert ds.time.attrs.get("source_calendar") == "julian" or ds.time.encoding.get(
+        "calendar"
+    ), ds.time.encoding
+    print("dims and dtypes ok:", dict(ds.sizes))
+
+    first = expect["present"][0]
+    with h5py.File(first["path"], "r") as f:
+        g = f["Grid"]
+        for name in ["lon", "lat", "lon_bnds", "lat_bnds"]:
+            np.testing.assert_array_equal(ds[name].values, g[name][...], err_msg=name)
+    print("coordinates equal to the source")
+
+    times = ds.time.values
+    for p in expect["present"]:
+        want = np.datetime64(p["start"].replace("Z", ""), "ns")
+        assert times[p["time_index"]] == want, (p, times[p["time_index"]])
+    # The axis is regular: every step is 30 minutes.
+    steps = np.diff(times[expect["present"][0]["time_index"] : expect["time_len"]])
+    assert (steps == np.timedelta64(30, "m")).all()
+    print("time equals the granule start times for", len(expect["present"]), "granules")
+
+    present = ds.granule_present.values
+    for p in expect["present"]:
+        i = p["time_index"]
+        assert present[i] == 1, i
+        with h5py.File(p["path"], "r") as f:
+            for v in VARIABLES:
+                h = f["Grid"][v][0]
+                fill = f["Grid"][v].attrs["_FillValue"]
+                want = np.where(h == fill, np.nan, h.astype(np.float32))
+                got = ds[v].isel(time=i).values
+                assert np.isnan(want).any(), f"{v}: the source has fill values"
+                np.testing.assert_array_equal(got, want, err_msg=f"{v} at {p['path']}")
+    print("every value of every variable equals h5py's, fill values are NaN")
+
+    for i in expect["gaps"]:
+        assert present[i] == 0, i
+        for v in VARIABLES:
+            assert bool(ds[v].isel(time=i).isnull().all()), (v, i)
+    print("gaps read as NaN:", expect["gaps"])
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -63,6 +63,34 @@ pub struct BatchOutcome {
     pub outcomes: Vec<(String, GranuleOutcome)>,
 }
 
+/// A batch applied to a fresh session but not committed yet (see [`Dataset::prepare_batch`]).
+pub struct PreparedBatch {
+    batch_id: String,
+    outcomes: Vec<(String, GranuleOutcome)>,
+    /// The session's store, commit message and properties; `None` when nothing changes.
+    commit: Option<(Store, String, SnapshotProperties)>,
+}
+
+impl std::fmt::Debug for PreparedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedBatch")
+            .field("batch_id", &self.batch_id)
+            .field("outcomes", &self.outcomes.len())
+            .field("changes", &self.commit.is_some())
+            .finish()
+    }
+}
+
+impl PreparedBatch {
+    fn unchanged(batch_id: &str, outcomes: Vec<(String, GranuleOutcome)>) -> Self {
+        Self {
+            batch_id: batch_id.into(),
+            outcomes,
+            commit: None,
+        }
+    }
+}
+
 /// What `status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -432,6 +460,17 @@ impl Dataset {
         granules: &[GranuleRefs],
         batch_id: &str,
     ) -> Result<BatchOutcome, DatasetError> {
+        let prepared = self.prepare_batch(granules, batch_id).await?;
+        self.commit_prepared(prepared).await
+    }
+
+    /// First half of [`Dataset::commit_batch`]: a fresh session on the branch tip with the
+    /// batch's changes applied, not yet committed.
+    pub async fn prepare_batch(
+        &self,
+        granules: &[GranuleRefs],
+        batch_id: &str,
+    ) -> Result<PreparedBatch, DatasetError> {
         let profile = &self.cfg.profile;
         let prefix = &self.cfg.source.url_prefix;
         let store = self.store(true).await?;
@@ -505,7 +544,7 @@ impl Dataset {
             }
         }
         if accepted.is_empty() {
-            return self.unchanged(batch_id, outcomes).await;
+            return Ok(PreparedBatch::unchanged(batch_id, outcomes));
         }
 
         let cur_len = self.time_len(&store).await?;
@@ -582,7 +621,7 @@ impl Dataset {
             }
         }
         if to_write.is_empty() {
-            return self.unchanged(batch_id, outcomes).await;
+            return Ok(PreparedBatch::unchanged(batch_id, outcomes));
         }
 
         // Write: initialize, grow, references, presence.
@@ -679,6 +718,27 @@ impl Dataset {
                 .start
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
+        Ok(PreparedBatch {
+            batch_id: batch_id.into(),
+            outcomes,
+            commit: Some((store, message, props)),
+        })
+    }
+
+    /// Second half of [`Dataset::commit_batch`]: commits a prepared batch. A branch that moved
+    /// since the batch was prepared means a second writer: [`DatasetError::SecondWriter`].
+    pub async fn commit_prepared(
+        &self,
+        prepared: PreparedBatch,
+    ) -> Result<BatchOutcome, DatasetError> {
+        let PreparedBatch {
+            batch_id,
+            outcomes,
+            commit,
+        } = prepared;
+        let Some((store, message, props)) = commit else {
+            return self.unchanged(&batch_id, outcomes).await;
+        };
         let session = store.session();
         let mut s = session.write().await;
         let expected = s.snapshot_id().to_string();
@@ -690,7 +750,7 @@ impl Dataset {
             .await;
         match result {
             Ok(id) => Ok(BatchOutcome {
-                batch_id: batch_id.into(),
+                batch_id,
                 snapshot: id.to_string(),
                 committed: true,
                 outcomes,

@@ -17,7 +17,7 @@ pub use config::{
     BYTES_PER_REF, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig, RepoLocation, SourceContainer,
     SourceKind,
 };
-pub use dataset::{BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, Status};
+pub use dataset::{BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, PreparedBatch, Status};
 pub use error::DatasetError;
 pub use layout::{PRESENT, TIME_CHUNK};
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};

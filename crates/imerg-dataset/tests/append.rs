@@ -310,3 +310,141 @@ async fn committer_batches_and_acknowledges_after_commit() {
     drop(handle);
     committer.join.await.unwrap();
 }
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_and_gc_free_superseded_metadata_and_keep_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let gs: Vec<_> = [
+        "2023-05-05T10:00:00Z",
+        "2023-05-05T10:30:00Z",
+        "2023-05-05T11:00:00Z",
+        "2023-05-05T11:30:00Z",
+    ]
+    .iter()
+    .map(|s| granule(&src, s, &SynthOptions::default()))
+    .collect();
+    let ds = open(&repo, &src).await;
+    for (n, g) in gs.iter().enumerate() {
+        ds.commit_batch(std::slice::from_ref(g), &format!("b{n}"))
+            .await
+            .unwrap();
+    }
+    let before = dir_bytes(&repo);
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = imerg_dataset::maintenance::run(
+        &ds,
+        &imerg_dataset::MaintenanceConfig {
+            retention: Duration::ZERO,
+            every: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.snapshots_released >= 3, "{report:?}");
+    assert!(report.manifests_deleted >= 3, "{report:?}");
+    let after = dir_bytes(&repo);
+    assert!(after < before, "{after} < {before}");
+    let ds = open(&repo, &src).await;
+    let st = ds.status().await.unwrap();
+    assert_eq!(st.granules_present, 4);
+    assert!(st.commits < 4, "history trimmed: {}", st.commits);
+    // The data is still all there and the next append works.
+    let again = ds.commit_batch(&gs, "again").await.unwrap();
+    assert_eq!(labels(&again), ["duplicate"; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_detected_and_nothing_is_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let g0 = granule(&src, "2024-02-02T00:00:00Z", &SynthOptions::default());
+    let g1 = granule(&src, "2024-02-02T00:30:00Z", &SynthOptions::default());
+    let a = open(&repo, &src).await;
+    a.commit_batch(std::slice::from_ref(&g0), "setup")
+        .await
+        .unwrap();
+    let b = open(&repo, &src).await;
+    // A prepares a batch; meanwhile B commits; then A's commit must fail, not overwrite.
+    let prepared = a
+        .prepare_batch(std::slice::from_ref(&g1), "from-a")
+        .await
+        .unwrap();
+    b.commit_batch(std::slice::from_ref(&g1), "from-b")
+        .await
+        .unwrap();
+    let err = a.commit_prepared(prepared).await.unwrap_err();
+    assert_eq!(err.label(), "second_writer", "{err}");
+    assert!(err.to_string().contains("second writer detected"), "{err}");
+    assert!(a.find_batch("from-b", 5).await.unwrap().is_some());
+    assert_eq!(a.find_batch("from-a", 5).await.unwrap(), None);
+}
+
+/// A copy of `g` moved by `steps` half hours (references to objects that need not exist: the
+/// writer never reads the source).
+fn shifted(g: &GranuleRefs, steps: u64, src: &Path) -> GranuleRefs {
+    let p = ProductProfile::final_v07b();
+    let mut s = g.clone();
+    s.time_index = g.time_index + steps;
+    s.start = p.start_of(s.time_index);
+    s.key = p.key(s.start);
+    s.url = SourceContainer::local(src).unwrap().url_of(&s.key);
+    for v in s.variables.values_mut() {
+        for r in &mut v.refs {
+            r.chunk[0] = s.time_index;
+        }
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_roll_over_at_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let g = granule(&src, "2019-09-09T00:00:00Z", &SynthOptions::default());
+    let mut cfg = DatasetConfig::new(
+        ProductProfile::final_v07b(),
+        SourceContainer::local(&src).unwrap(),
+    );
+    cfg.manifest_max_bytes = 4_500; // 10 steps of precipitation (25 refs), 19 of the int16 variable
+    assert_eq!(cfg.split_steps(25), 10);
+    let ds = Dataset::open_or_create(&RepoLocation::Local(repo.clone()), cfg)
+        .await
+        .unwrap();
+    for day in 0..3u64 {
+        let batch: Vec<_> = (0..20).map(|s| shifted(&g, day * 20 + s, &src)).collect();
+        ds.commit_batch(&batch, &format!("d{day}")).await.unwrap();
+    }
+    let st = ds.status().await.unwrap();
+    assert_eq!(st.granules_present, 60);
+    // 60 steps: 6 splits for each float variable, 4 for the int16 one, plus the native arrays.
+    assert!(st.manifests >= 6 * 3 + 4, "{} manifests", st.manifests);
+    assert!(
+        st.largest_manifest_bytes <= 4_500,
+        "largest manifest {} bytes over the 4,500-byte limit",
+        st.largest_manifest_bytes
+    );
+    // A reopened writer keeps the persisted splitting.
+    let ds = Dataset::open(&RepoLocation::Local(repo), ProductProfile::final_v07b())
+        .await
+        .unwrap();
+    let batch: Vec<_> = (60..80).map(|s| shifted(&g, s, &src)).collect();
+    ds.commit_batch(&batch, "d3").await.unwrap();
+    let st2 = ds.status().await.unwrap();
+    assert!(st2.manifests > st.manifests && st2.largest_manifest_bytes <= 4_500);
+}

@@ -28,6 +28,10 @@ pub struct Args {
     /// Largest manifest in bytes before it rolls over along `time`.
     #[arg(long, default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
     manifest_max_bytes: u64,
+    /// After appending, expire snapshots older than this (e.g. `7d`, `12h`, `0s`) and garbage
+    /// collect what only they referenced. Off unless given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    snapshot_retention: Option<Duration>,
     /// Granule files to append.
     #[arg(required = true, value_name = "GRANULE")]
     granules: Vec<PathBuf>,
@@ -133,6 +137,14 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
     let stats = Arc::clone(handle.stats());
     drop(handle);
     committer.join.await?;
+    if let Some(retention) = args.snapshot_retention {
+        let cfg = imerg_dataset::MaintenanceConfig {
+            retention,
+            every: retention,
+        };
+        let report = imerg_dataset::maintenance::run(&dataset, &cfg).await?;
+        eprintln!("maintenance: {report:?}");
+    }
     let mut failed = 0;
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
     for (key, r) in &results {

@@ -24,12 +24,14 @@ if [ "${1:-}" = "--python" ]; then
   _hash="$(sha256sum "$_req" | cut -c1-12)"
   _venv="${IMERG_VENV:-$HOME/.cache/imerg-ingest/venv-$_hash}"
   if [ ! -x "$_venv/bin/python" ] || [ ! -f "$_venv/.complete" ]; then
-    _py="$(command -v python3.12 || true)"
-    if [ -z "$_py" ]; then
-      for cand in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12; do
-        [ -x "$cand" ] && _py="$cand" && break
-      done
-    fi
+    _py=""
+    # pyenv's shim answers `command -v` even when 3.12 is not the selected version: try each
+    # candidate for real.
+    for cand in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 "$(command -v python3.12 || true)"; do
+      if [ -n "$cand" ] && [ -x "$cand" ] && "$cand" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+        _py="$cand"; break
+      fi
+    done
     if [ -z "$_py" ]; then
       echo "setup: Python 3.12 not found (icechunk 2.x wheels need it); install it with pyenv" >&2
       exit 1

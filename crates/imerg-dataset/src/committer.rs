@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::dataset::{BatchOutcome, GranuleOutcome};
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::{Dataset, DatasetError};
+use imerg_metrics as m;
 
 /// How the committer batches and retries.
 #[derive(Debug, Clone)]
@@ -179,6 +180,9 @@ async fn commit(
                 }
                 if outcome.committed {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(m::COMMITS).increment(1);
+                    metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(m::BATCH_GRANULES).record(granules.len() as f64);
                 }
                 tracing::info!(
                     snapshot = %outcome.snapshot,
@@ -191,12 +195,14 @@ async fn commit(
             }
             Err(e @ DatasetError::SecondWriter { .. }) => {
                 stats.second_writer.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::SECOND_WRITER).increment(1);
                 tracing::error!(error = %e, "SECOND WRITER DETECTED: batch not committed");
                 fail_all(batch, &e);
                 return;
             }
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::COMMIT_FAILURES).increment(1);
                 tracing::warn!(attempt, error = %e, "commit failed");
                 match dataset.find_batch(&batch_id, 64).await {
                     Ok(Some(snapshot)) => {
@@ -236,6 +242,14 @@ fn reply_all(batch: Vec<Request>, outcome: BatchOutcome, stats: &CommitterStats)
             GranuleOutcome::Rejected(_) => &stats.granules_rejected,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        match &o {
+            GranuleOutcome::Rejected(e) => {
+                metrics::counter!(m::GRANULES_REJECTED, "reason" => e.label()).increment(1);
+            }
+            other => {
+                metrics::counter!(m::GRANULES_COMMITTED, "outcome" => other.label()).increment(1);
+            }
+        }
         let reply = match o {
             GranuleOutcome::Rejected(e) => Err(e),
             o => Ok(AppendReceipt {

@@ -2,6 +2,7 @@
 //! logging and dispatches; each subcommand lives in `commands/`.
 
 mod commands;
+mod http;
 mod product;
 
 use clap::{Parser, Subcommand};
@@ -35,13 +36,22 @@ enum Command {
     Append(commands::append::Args),
     /// Show what a repository holds: time range, granules, gaps, commits, manifests.
     Status(commands::status::Args),
+    /// Run the service (with no configuration: every role in one process, local repository,
+    /// local granule directory watched for new files).
+    Serve(Box<commands::serve::Args>),
+    /// Start, watch, list or cancel backfill jobs on a running service.
+    Backfill(commands::backfill::Args),
     /// Print the selected product profile as JSON (a starting point for --product-profile).
     Profile,
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Icechunk warns on every open that a local-filesystem repository is unsafe for
+        // concurrent writers; this service is the single writer by design.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,icechunk_arrow_object_store=error")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -61,6 +71,8 @@ fn main() -> std::process::ExitCode {
             Command::Virtualize(args) => commands::virtualize::run(profile, args),
             Command::Append(args) => commands::append::run(profile, args),
             Command::Status(args) => commands::status::run(profile, args),
+            Command::Serve(args) => commands::serve::run(profile, *args),
+            Command::Backfill(args) => commands::backfill::run(args),
             Command::Profile => {
                 println!("{}", serde_json::to_string_pretty(&profile)?);
                 Ok(std::process::ExitCode::SUCCESS)

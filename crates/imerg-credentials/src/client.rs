@@ -1,0 +1,403 @@
+//! One fetch of temporary credentials from the `s3credentials` endpoint: the HTTP request with
+//! the bearer token, error classification, and retries with exponential backoff and jitter.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::header::{self, HeaderValue};
+use reqwest::{Response, StatusCode, Url};
+use tracing::{debug, warn};
+
+use crate::{CredentialsError, EarthdataConfig, TemporaryCredentials, parse_credentials};
+
+/// Largest response body read (the real answer is well under 2 KB).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Characters of an error response body kept in [`CredentialsError::Status`].
+const MAX_ERROR_BODY_CHARS: usize = 200;
+/// The connect phase gets at most this much of the request timeout.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fetches temporary credentials, without caching (see
+/// [`EarthdataCredentialProvider`](crate::EarthdataCredentialProvider) for that). Cheap to clone.
+#[derive(Clone)]
+pub struct EarthdataClient {
+    http: reqwest::Client,
+    url: Url,
+    authorization: HeaderValue,
+    /// Kept only to scrub it from error bodies a server might echo it in.
+    token: String,
+    max_attempts: u32,
+    retry_base_delay: Duration,
+    retry_max_delay: Duration,
+}
+
+impl fmt::Debug for EarthdataClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EarthdataClient")
+            .field("url", &self.url.as_str())
+            .field("token", &crate::REDACTED)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base_delay", &self.retry_base_delay)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed attempt and, for 429/503, the server's `Retry-After`.
+struct AttemptError {
+    error: CredentialsError,
+    retry_after: Option<Duration>,
+}
+
+impl From<CredentialsError> for AttemptError {
+    fn from(error: CredentialsError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl EarthdataClient {
+    /// Validates the URL (`https://`, or `http://` to a loopback host) and builds the HTTP client
+    /// (rustls, the platform's trust store).
+    pub fn new(config: &EarthdataConfig) -> Result<Self, CredentialsError> {
+        let url = check_url(&config.url)?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", config.token))
+            .map_err(|_| CredentialsError::InvalidToken)?;
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(MAX_CONNECT_TIMEOUT))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("imerg-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(CredentialsError::Client)?;
+        Ok(Self {
+            http,
+            url,
+            authorization,
+            token: config.token.clone(),
+            max_attempts: config.max_attempts.max(1),
+            retry_base_delay: config.retry_base_delay,
+            retry_max_delay: config.retry_max_delay,
+        })
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// Fetches a new set of credentials, retrying transient failures (transport errors, HTTP
+    /// 408, 429, 5xx) up to `max_attempts` in all. When every attempt failed transiently the
+    /// error is [`CredentialsError::RetriesExhausted`] around the last one; any other error is
+    /// returned as it is, at once.
+    pub async fn fetch(&self) -> Result<TemporaryCredentials, CredentialsError> {
+        let mut attempt = 1;
+        loop {
+            let failure = match self.fetch_once().await {
+                Ok(creds) => return Ok(creds),
+                Err(failure) => failure,
+            };
+            let error = failure.error;
+            if !error.is_transient() {
+                return Err(error);
+            }
+            if attempt >= self.max_attempts {
+                return Err(if attempt == 1 {
+                    error
+                } else {
+                    CredentialsError::RetriesExhausted {
+                        attempts: attempt,
+                        last: Box::new(error),
+                    }
+                });
+            }
+            let delay = backoff_delay(
+                attempt,
+                self.retry_base_delay,
+                self.retry_max_delay,
+                failure.retry_after,
+                random_fraction(),
+            );
+            warn!(
+                attempt,
+                max_attempts = self.max_attempts,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %error,
+                "fetching Earthdata S3 credentials failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<TemporaryCredentials, AttemptError> {
+        debug!(url = %self.url, "requesting Earthdata S3 credentials");
+        let mut response = self
+            .http
+            .get(self.url.clone())
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry_after = retry_after(&response);
+        let (body, truncated) = read_body(&mut response)
+            .await
+            .map_err(|e| self.transport(e))?;
+        if !status.is_success() {
+            return Err(AttemptError {
+                error: CredentialsError::Status {
+                    url: self.url.to_string(),
+                    status: status.as_u16(),
+                    body: error_body(&body, &self.token),
+                },
+                retry_after: match status {
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => retry_after,
+                    _ => None,
+                },
+            });
+        }
+        if truncated {
+            return Err(CredentialsError::MalformedJson {
+                url: self.url.to_string(),
+                reason: format!("response body larger than {MAX_BODY_BYTES} bytes"),
+            }
+            .into());
+        }
+        let creds = parse_credentials(&body, self.url.as_str(), content_type.as_deref())?;
+        if creds.expiration <= Utc::now() {
+            return Err(CredentialsError::AlreadyExpired {
+                url: self.url.to_string(),
+                expiration: creds.expiration,
+            }
+            .into());
+        }
+        Ok(creds)
+    }
+
+    fn transport(&self, e: reqwest::Error) -> AttemptError {
+        let error = if e.is_builder() {
+            CredentialsError::Client(e.without_url())
+        } else {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect error"
+            } else {
+                "request error"
+            };
+            let e = e.without_url();
+            CredentialsError::Transport {
+                url: self.url.to_string(),
+                kind,
+                detail: error_chain(&e),
+                error: e,
+            }
+        };
+        error.into()
+    }
+}
+
+/// An error and its causes, joined with ": ".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+fn check_url(raw: &str) -> Result<Url, CredentialsError> {
+    let invalid = |reason: String| CredentialsError::InvalidUrl {
+        url: raw.to_owned(),
+        reason,
+    };
+    let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(invalid(
+            "plain http would send the bearer token unencrypted; use https".to_owned(),
+        )),
+        other => Err(invalid(format!("unsupported scheme {other:?}"))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads at most [`MAX_BODY_BYTES`]; the flag says whether there was more.
+async fn read_body(response: &mut Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY_BYTES - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The start of an error body for a message: the token scrubbed, white space collapsed to single
+/// spaces, at most [`MAX_ERROR_BODY_CHARS`] characters.
+fn error_body(body: &[u8], token: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = if token.is_empty() {
+        text.into_owned()
+    } else {
+        text.replace(token, crate::REDACTED)
+    };
+    let mut out = String::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > MAX_ERROR_BODY_CHARS {
+            break;
+        }
+    }
+    if out.chars().count() > MAX_ERROR_BODY_CHARS {
+        out = out.chars().take(MAX_ERROR_BODY_CHARS).collect();
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty body)");
+    }
+    out
+}
+
+/// The delay after the `failed`-th failed attempt: `base * 2^(failed-1)` capped at `max`, plus up
+/// to half of that again as jitter (`fraction` in `[0, 1)`), capped at `max`; at least the
+/// server's `Retry-After` when it gave one (also capped at `max`).
+fn backoff_delay(
+    failed: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    fraction: f64,
+) -> Duration {
+    let exponent = failed.saturating_sub(1).min(30);
+    let exp = base.saturating_mul(1 << exponent).min(max);
+    let jitter = exp.mul_f64(0.5 * fraction.clamp(0.0, 1.0));
+    let delay = exp.saturating_add(jitter).min(max);
+    match retry_after {
+        Some(ra) => delay.max(ra.min(max)),
+        None => delay,
+    }
+}
+
+/// A pseudo-random number in `[0, 1)` from std's randomly keyed hasher (no RNG dependency; this
+/// only spreads retries of several processes apart).
+fn random_fraction() -> f64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        assert_eq!(backoff_delay(1, base, max, None, 0.0), base);
+        let most = backoff_delay(1, base, max, None, 0.999_999);
+        assert!(
+            most > Duration::from_millis(149) && most <= Duration::from_millis(150),
+            "{most:?}"
+        );
+        assert_eq!(
+            backoff_delay(3, base, max, None, 0.0),
+            Duration::from_millis(400)
+        );
+        assert_eq!(backoff_delay(10, base, max, None, 0.5), max);
+        assert_eq!(backoff_delay(u32::MAX, base, max, None, 0.5), max);
+        assert_eq!(
+            backoff_delay(1, base, max, Some(Duration::from_secs(1)), 0.0),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            backoff_delay(1, base, max, Some(Duration::from_secs(60)), 0.0),
+            max
+        );
+        for _ in 0..100 {
+            let f = random_fraction();
+            assert!((0.0..1.0).contains(&f), "{f}");
+        }
+    }
+
+    #[test]
+    fn error_body_is_short_single_line_and_scrubbed() {
+        let body = format!("bad token {}\n\n  {}", "tok-123", "x".repeat(1000));
+        let out = error_body(body.as_bytes(), "tok-123");
+        assert!(!out.contains("tok-123"), "{out}");
+        assert!(out.starts_with("bad token [redacted] xxx"), "{out}");
+        assert!(!out.contains('\n'));
+        assert_eq!(out.chars().count(), MAX_ERROR_BODY_CHARS + 1);
+        assert_eq!(error_body(b"", "t"), "(empty body)");
+    }
+
+    #[test]
+    fn urls_must_be_https_except_loopback() {
+        for ok in [
+            "https://data.gesdisc.earthdata.nasa.gov/s3credentials",
+            "http://127.0.0.1:8080/s3credentials",
+            "http://localhost/x",
+            "http://[::1]:1/x",
+        ] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://example.com/s3credentials", "ftp://x/y", "not a url"] {
+            let err = check_url(bad).unwrap_err();
+            assert!(matches!(err, CredentialsError::InvalidUrl { .. }), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_debug_redacts_the_token() {
+        let config = EarthdataConfig::new("client-secret-token").unwrap();
+        let client = EarthdataClient::new(&config).unwrap();
+        let dbg = format!("{client:?}");
+        assert!(!dbg.contains("client-secret-token"), "{dbg}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Generates the gRPC code for proto/imerg/ingest/v1 with the system `protoc` (or `$PROTOC`),
+//! plus a file descriptor set that the servers publish through gRPC reflection.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files: Vec<_> = ["granule", "worker", "commit", "ingest"]
+        .iter()
+        .map(|f| root.join(format!("imerg/ingest/v1/{f}.proto")))
+        .collect();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("imerg_ingest_v1_descriptor.bin"))
+        .compile_protos(&files, std::slice::from_ref(&root))?;
+    for f in &files {
+        println!("cargo::rerun-if-changed={}", f.display());
+    }
+    println!("cargo::rerun-if-env-changed=PROTOC");
+    Ok(())
+}

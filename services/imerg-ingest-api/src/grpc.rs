@@ -1,0 +1,206 @@
+//! The IngestService gRPC server: Backfill, WatchJob, GetJob, ListJobs, CancelJob, GetStatus.
+//! Operator RPCs that change things (Backfill, CancelJob) need the bearer token; without a
+//! configured token they are accepted from loopback peers only.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use imerg_metrics as m;
+use imerg_proto::{from_timestamp, to_timestamp, v1};
+use tonic::{Request, Response, Status};
+
+use crate::jobs::{JobError, JobManager, JobState, JobStatus};
+
+/// The IngestService implementation.
+#[derive(Debug, Clone)]
+pub struct IngestApi {
+    jobs: Arc<JobManager>,
+    /// Operator bearer token (a secret: never logged).
+    token: Option<Arc<str>>,
+}
+
+impl IngestApi {
+    pub fn new(jobs: Arc<JobManager>, token: Option<String>) -> Self {
+        Self {
+            jobs,
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        }
+    }
+
+    pub fn into_server(self) -> v1::ingest_service_server::IngestServiceServer<Self> {
+        v1::ingest_service_server::IngestServiceServer::new(self)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let ok = match &self.token {
+            Some(token) => req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+            None => req.remote_addr().is_some_and(|a| a.ip().is_loopback()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            metrics::counter!(m::UNAUTHENTICATED).increment(1);
+            Err(Status::unauthenticated(if self.token.is_some() {
+                "this RPC needs the operator bearer token (authorization: Bearer <token>)"
+            } else {
+                "no operator token is configured: this RPC is accepted from loopback only"
+            }))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn status_of(e: JobError) -> Status {
+    match e {
+        JobError::InvalidArgument(m) => Status::invalid_argument(m),
+        JobError::NotFound(m) => Status::not_found(format!("no job {m}")),
+        JobError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+/// The wire form of a job.
+pub fn job_to_proto(s: &JobStatus) -> v1::Job {
+    v1::Job {
+        id: s.id.clone(),
+        product: s.product.clone(),
+        start: Some(to_timestamp(s.range.start)),
+        end: Some(to_timestamp(s.range.end)),
+        state: match s.state {
+            JobState::Running => v1::JobState::Running,
+            JobState::Succeeded => v1::JobState::Succeeded,
+            JobState::Failed => v1::JobState::Failed,
+            JobState::Cancelled => v1::JobState::Cancelled,
+        } as i32,
+        expected: s.expected,
+        present_already: s.present_already,
+        fetched: s.fetched,
+        committed: s.committed,
+        missing_at_source: s.missing_at_source,
+        failed: s.failed,
+        failures: s
+            .failures
+            .iter()
+            .map(|f| v1::GranuleFailure {
+                key: f.key.clone(),
+                reason: f.reason.clone(),
+                message: f.message.clone(),
+            })
+            .collect(),
+        created: Some(to_timestamp(s.created)),
+        finished: s.finished.map(to_timestamp),
+    }
+}
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<v1::Job, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::ingest_service_server::IngestService for IngestApi {
+    async fn backfill(
+        &self,
+        req: Request<v1::BackfillRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        let time = |t: &Option<prost_types::Timestamp>, name: &str| {
+            t.as_ref()
+                .and_then(from_timestamp)
+                .ok_or_else(|| Status::invalid_argument(format!("{name} is missing or invalid")))
+        };
+        let range = self
+            .jobs
+            .validate(&r.product, time(&r.start, "start")?, time(&r.end, "end")?)
+            .map_err(status_of)?;
+        let job = self.jobs.backfill(range).await.map_err(status_of)?;
+        Ok(Response::new(job_to_proto(&job)))
+    }
+
+    type WatchJobStream = JobStream;
+
+    async fn watch_job(&self, req: Request<v1::JobRef>) -> Result<Response<JobStream>, Status> {
+        let rx = self.jobs.watch(&req.into_inner().id).map_err(status_of)?;
+        // The current state first, then every change, ending after the final state.
+        let stream =
+            futures::stream::unfold((rx, false, true), |(mut rx, done, first)| async move {
+                if done {
+                    return None;
+                }
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                let s = rx.borrow_and_update().clone();
+                let finished = s.state != JobState::Running;
+                Some((Ok(job_to_proto(&s)), (rx, finished, false)))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_job(&self, req: Request<v1::JobRef>) -> Result<Response<v1::Job>, Status> {
+        let s = self.jobs.get(&req.into_inner().id).map_err(status_of)?;
+        Ok(Response::new(job_to_proto(&s)))
+    }
+
+    async fn list_jobs(
+        &self,
+        _req: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let jobs = self.jobs.list().iter().map(job_to_proto).collect();
+        Ok(Response::new(v1::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(&self, req: Request<v1::JobRef>) -> Result<Response<v1::Job>, Status> {
+        self.authorize(&req)?;
+        let s = self.jobs.cancel(&req.into_inner().id).map_err(status_of)?;
+        Ok(Response::new(job_to_proto(&s)))
+    }
+
+    async fn get_status(
+        &self,
+        _req: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::Status>, Status> {
+        let st = self
+            .jobs
+            .dataset()
+            .status()
+            .await
+            .map_err(|e| Status::unavailable(format!("reading the store: {e}")))?;
+        let lag = st.last_granule.map_or(0.0, |t| {
+            (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0
+        });
+        Ok(Response::new(v1::Status {
+            product: st.product.clone(),
+            time_len: st.time_len,
+            first_granule: st.first_granule.map(to_timestamp),
+            last_granule: st.last_granule.map(to_timestamp),
+            granules_present: st.granules_present,
+            gaps: st
+                .gaps
+                .iter()
+                .map(|g| v1::Gap {
+                    start: Some(to_timestamp(g.start)),
+                    end: Some(to_timestamp(g.end)),
+                    granules: g.granules,
+                })
+                .collect(),
+            commits: st.commits,
+            last_commit_id: st
+                .last_commit
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default(),
+            last_commit_time: st.last_commit.as_ref().map(|c| to_timestamp(c.time)),
+            ingest_lag_seconds: lag,
+            manifests: st.manifests,
+            largest_manifest_bytes: st.largest_manifest_bytes,
+            manifest_max_bytes: st.manifest_max_bytes,
+        }))
+    }
+}

@@ -1,0 +1,177 @@
+//! `imerg-ingest backfill`: a client of the IngestService. Starts a backfill of a range and
+//! (with `--watch`) prints its progress until it finishes; also lists, shows and cancels jobs.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use imerg_catalog::parse_time;
+use imerg_proto::{to_timestamp, v1};
+use tonic::metadata::MetadataValue;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// IngestService address.
+    #[arg(long, env = "IMERG_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Operator bearer token (needed for starting and cancelling jobs when the server has one).
+    #[arg(long, env = "IMERG_OPERATOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Range start (inclusive): YYYY-MM-DD, YYYY-MM-DDTHH:MM or RFC 3339, UTC.
+    #[arg(long, required_unless_present_any = ["job", "list", "cancel"])]
+    start: Option<String>,
+    /// Range end (exclusive).
+    #[arg(long, required_unless_present_any = ["job", "list", "cancel"])]
+    end: Option<String>,
+    /// Product id (default: the server's product).
+    #[arg(long, default_value = "")]
+    product_id: String,
+    /// Follow the job's progress until it finishes.
+    #[arg(long)]
+    watch: bool,
+    /// Show (with --watch: follow) an existing job instead of starting one.
+    #[arg(long)]
+    job: Option<String>,
+    /// Cancel a job.
+    #[arg(long)]
+    cancel: Option<String>,
+    /// List jobs.
+    #[arg(long)]
+    list: bool,
+    /// Print jobs as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn state_name(j: &v1::Job) -> &'static str {
+    match v1::JobState::try_from(j.state).unwrap_or(v1::JobState::Unspecified) {
+        v1::JobState::Running => "running",
+        v1::JobState::Succeeded => "succeeded",
+        v1::JobState::Failed => "failed",
+        v1::JobState::Cancelled => "cancelled",
+        v1::JobState::Unspecified => "unspecified",
+    }
+}
+
+fn show(j: &v1::Job, json: bool) {
+    if json {
+        let failures: Vec<_> = j
+            .failures
+            .iter()
+            .map(|f| serde_json::json!({"key": f.key, "reason": f.reason, "message": f.message}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": j.id, "product": j.product, "state": state_name(j),
+                "expected": j.expected, "present_already": j.present_already, "fetched": j.fetched,
+                "committed": j.committed, "missing_at_source": j.missing_at_source,
+                "failed": j.failed, "failures": failures,
+            })
+        );
+    } else {
+        println!(
+            "job {} {}: expected {}, present already {}, fetched {}, committed {}, missing at source {}, failed {}",
+            j.id,
+            state_name(j),
+            j.expected,
+            j.present_already,
+            j.fetched,
+            j.committed,
+            j.missing_at_source,
+            j.failed
+        );
+        for f in &j.failures {
+            println!("  failed {} ({}): {}", f.key, f.reason, f.message);
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let channel = tonic::transport::Endpoint::from_shared(args.server.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    let token: Option<MetadataValue<_>> = match &args.token {
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse()
+                .context("invalid token")?,
+        ),
+        None => None,
+    };
+    let mut client = v1::ingest_service_client::IngestServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            if let Some(t) = &token {
+                req.metadata_mut().insert("authorization", t.clone());
+            }
+            Ok(req)
+        },
+    );
+    if args.list {
+        for j in client
+            .list_jobs(v1::ListJobsRequest {})
+            .await?
+            .into_inner()
+            .jobs
+        {
+            show(&j, args.json);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(id) = &args.cancel {
+        let j = client
+            .cancel_job(v1::JobRef { id: id.clone() })
+            .await?
+            .into_inner();
+        show(&j, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = match &args.job {
+        Some(id) => client
+            .get_job(v1::JobRef { id: id.clone() })
+            .await?
+            .into_inner(),
+        None => {
+            let (start, end) = match (&args.start, &args.end) {
+                (Some(s), Some(e)) => (parse_time(s)?, parse_time(e)?),
+                _ => anyhow::bail!("--start and --end are required"),
+            };
+            client
+                .backfill(v1::BackfillRequest {
+                    product: args.product_id.clone(),
+                    start: Some(to_timestamp(start)),
+                    end: Some(to_timestamp(end)),
+                })
+                .await?
+                .into_inner()
+        }
+    };
+    show(&job, args.json);
+    let mut last = job;
+    if args.watch {
+        let mut stream = client
+            .watch_job(v1::JobRef {
+                id: last.id.clone(),
+            })
+            .await?
+            .into_inner();
+        while let Some(j) = stream.next().await {
+            let j = j?;
+            show(&j, args.json);
+            last = j;
+        }
+    }
+    Ok(match state_name(&last) {
+        "running" | "succeeded" => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}

@@ -1,0 +1,65 @@
+//! HTTP endpoints for operators and Kubernetes: `/metrics` (Prometheus text format), `/healthz`
+//! (the process is alive and serving) and `/readyz` (the repository answers within 5 s).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use axum::routing::get;
+use imerg_dataset::Dataset;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct State {
+    pub prometheus: PrometheusHandle,
+    pub dataset: Arc<Dataset>,
+}
+
+async fn metrics_text(AxumState(s): AxumState<State>) -> String {
+    s.prometheus.render()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
+    let branch = s.dataset.config().branch.clone();
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        s.dataset.repository().lookup_branch(&branch),
+    )
+    .await
+    {
+        Ok(Ok(tip)) => (StatusCode::OK, format!("ready: {branch} at {tip}\n")),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("repository unreachable: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "repository did not answer within 5 s\n".into(),
+        ),
+    }
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: State,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}

@@ -1,0 +1,513 @@
+//! The service end to end on loopback: `serve` as a real process, a separate gRPC client for
+//! Backfill / WatchJob / GetJob / CancelJob / GetStatus, tokens and bad requests, /metrics parsed
+//! by the reference Prometheus parser with counters matching what happened, a cancelled job, a
+//! re-run that doubles nothing, a SIGKILL mid-backfill followed by a restart that finishes the
+//! range, SIGTERM, and the Python reader on the resulting store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use imerg_proto::{to_timestamp, v1};
+use tonic::Code;
+
+const TOKEN: &str = "operator-s3cret";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
+        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 reader venv",
+    );
+    assert!(p.exists());
+    p
+}
+
+struct Server {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Self {
+        let log =
+            std::fs::File::create(data.join(format!("serve-{}.log", std::process::id()))).unwrap();
+        let mut child = bin()
+            .args([
+                "serve",
+                "--watch",
+                "false",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--operator-token", TOKEN, "--backfill-max-granules", "2000"])
+            .args([
+                "--backfill-concurrency",
+                "4",
+                "--batch-age",
+                "300ms",
+                "--shutdown-grace",
+                "10s",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = loop {
+            let l = lines.next().expect("serve exited before serving").unwrap();
+            if l.starts_with("imerg-ingest serving") {
+                break l;
+            }
+        };
+        // "imerg-ingest serving final: gRPC on A, metrics on http://B/metrics"
+        let grpc = line
+            .split("gRPC on ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let http = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("/metrics")
+            .to_string();
+        Self {
+            child,
+            grpc: format!("http://{grpc}"),
+            http,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    fn signal(&mut self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Client = v1::ingest_service_client::IngestServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+>;
+
+#[derive(Clone)]
+struct Auth(Option<String>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        Ok(req)
+    }
+}
+
+async fn client(server: &Server, token: Option<&str>) -> Client {
+    let ch = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    v1::ingest_service_client::IngestServiceClient::with_interceptor(
+        ch,
+        Auth(token.map(String::from)),
+    )
+}
+
+fn t(s: &str) -> Option<prost_types::Timestamp> {
+    Some(to_timestamp(imerg_catalog::parse_time(s).unwrap()))
+}
+
+fn req(start: &str, end: &str) -> v1::BackfillRequest {
+    v1::BackfillRequest {
+        product: String::new(),
+        start: t(start),
+        end: t(end),
+    }
+}
+
+async fn watch_to_end(c: &mut Client, id: &str) -> v1::Job {
+    let mut stream = c
+        .watch_job(v1::JobRef { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    let mut n = 0;
+    while let Some(j) = stream.next().await {
+        last = Some(j.unwrap());
+        n += 1;
+    }
+    assert!(n >= 1);
+    let last = last.unwrap();
+    assert_ne!(
+        last.state,
+        v1::JobState::Running as i32,
+        "the stream ends with a final state"
+    );
+    last
+}
+
+fn synth(root: &Path, start: &str, end: &str) {
+    let out = bin()
+        .args(["synth", "--start", start, "--end", end, "--out"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn metric(samples: &serde_json::Value, key: &str) -> f64 {
+    samples
+        .get(key)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_over_grpc_end_to_end() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let granules = data.join("granules");
+    let profile = imerg_catalog::ProductProfile::final_v07b();
+    synth(&granules, "2021-05-05T00:00", "2021-05-05T06:00");
+    synth(&granules, "2021-05-07T00:00", "2021-05-07T06:00");
+    // A granule name whose object is not HDF5.
+    let junk = profile.key(imerg_catalog::parse_time("2021-05-05T06:00").unwrap());
+    std::fs::write(
+        granules.join(&junk),
+        b"<html>503 Service Unavailable</html>",
+    )
+    .unwrap();
+
+    let mut server = Server::start(&data);
+    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(server.get("/readyz").0, 200);
+
+    // Tokens.
+    let mut anon = client(&server, None).await;
+    let e = anon
+        .backfill(req("2021-05-05", "2021-05-06"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(!e.message().contains(TOKEN));
+    let mut wrong = client(&server, Some("guess")).await;
+    assert_eq!(
+        wrong
+            .backfill(req("2021-05-05", "2021-05-06"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        wrong
+            .cancel_job(v1::JobRef { id: "x".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    // Reading needs no token.
+    assert_eq!(
+        anon.list_jobs(v1::ListJobsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        0
+    );
+
+    // Bad requests.
+    let mut c = client(&server, Some(TOKEN)).await;
+    for (r, says) in [
+        (req("2021-05-06", "2021-05-05"), "must be after start"),
+        (
+            req("1990-01-01", "1990-01-02"),
+            "outside the product's record",
+        ),
+        (req("2010-01-01", "2012-01-01"), "more than the maximum"),
+        (
+            v1::BackfillRequest {
+                product: "late".into(),
+                ..req("2021-05-05", "2021-05-06")
+            },
+            "unknown product",
+        ),
+        (
+            v1::BackfillRequest {
+                start: None,
+                ..req("2021-05-05", "2021-05-06")
+            },
+            "start is missing",
+        ),
+    ] {
+        let e = c.backfill(r).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains(says),
+            "{:?} should say {says:?}",
+            e.message()
+        );
+    }
+    assert_eq!(
+        c.get_job(v1::JobRef { id: "nope".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // A backfill: 12 granules, one object that is not HDF5, 3 missing at the source.
+    let job = c
+        .backfill(req("2021-05-05T00:00", "2021-05-05T08:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((job.expected, job.present_already), (16, 0));
+    let done = watch_to_end(&mut c, &job.id).await;
+    assert_eq!(done.state, v1::JobState::Failed as i32, "{done:?}");
+    assert_eq!(
+        (done.committed, done.missing_at_source, done.failed),
+        (12, 3, 1),
+        "{done:?}"
+    );
+    assert_eq!(done.failures[0].reason, "not_hdf5");
+    assert!(done.failures[0].key.ends_with(".0360.V07B.HDF5"));
+
+    // /metrics parses as Prometheus text and counts what happened.
+    let (code, text) = server.get("/metrics");
+    assert_eq!(code, 200);
+    let mfile = data.join("metrics.txt");
+    std::fs::write(&mfile, &text).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_metrics.py");
+    let out = Command::new(&py).arg(&script).arg(&mfile).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        metric(&samples, "imerg_granules_committed_total{outcome=added}"),
+        12.0,
+        "{samples}"
+    );
+    assert_eq!(
+        metric(&samples, "imerg_granules_rejected_total{reason=not_hdf5}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&samples, "imerg_granules_missing_at_source_total{}"),
+        3.0
+    );
+    assert_eq!(
+        metric(&samples, "imerg_granules_received_total{source=backfill}"),
+        16.0
+    );
+    assert_eq!(metric(&samples, "imerg_granules_virtualized_total{}"), 12.0);
+    assert!(metric(&samples, "imerg_commits_total{}") >= 1.0);
+    assert_eq!(
+        metric(&samples, "imerg_unauthenticated_requests_total{}"),
+        3.0
+    );
+    assert!(metric(&samples, "imerg_commit_seconds_count{}") >= 1.0);
+
+    // Re-running the range doubles nothing.
+    let again = c
+        .backfill(req("2021-05-05T00:00", "2021-05-05T08:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.present_already, 12);
+    let again = watch_to_end(&mut c, &again.id).await;
+    assert_eq!(
+        (again.committed, again.missing_at_source, again.failed),
+        (0, 3, 1)
+    );
+
+    // Cancel: stops taking granules; what was committed stays; a re-run finishes the rest.
+    let job = c
+        .backfill(req("2021-05-07T00:00", "2021-05-07T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    c.cancel_job(v1::JobRef { id: job.id.clone() })
+        .await
+        .unwrap();
+    let cancelled = watch_to_end(&mut c, &job.id).await;
+    assert_eq!(
+        cancelled.state,
+        v1::JobState::Cancelled as i32,
+        "{cancelled:?}"
+    );
+    assert!(cancelled.committed < 12, "{cancelled:?}");
+    let listed = c
+        .list_jobs(v1::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 3);
+    let rest = c
+        .backfill(req("2021-05-07T00:00", "2021-05-07T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.present_already, cancelled.committed);
+    let rest = watch_to_end(&mut c, &rest.id).await;
+    assert_eq!(rest.committed + cancelled.committed, 12);
+
+    let st = c
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.granules_present, 24);
+    assert_eq!(st.gaps.len(), 1);
+    assert!(st.ingest_lag_seconds > 0.0 && st.manifests > 0);
+
+    // SIGKILL in the middle of a backfill, restart, re-run: finished, nothing doubled.
+    synth(&granules, "2021-05-08T00:00", "2021-05-08T06:00");
+    let job = c
+        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.signal("-KILL");
+    let _ = server.child.wait();
+    drop(server);
+    let mut server = Server::start(&data);
+    let mut c = client(&server, Some(TOKEN)).await;
+    let before = c
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .granules_present;
+    assert!((24..=36).contains(&before));
+    let rerun = c
+        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rerun.present_already,
+        before - 24,
+        "job {} was killed after {} commits",
+        job.id,
+        before - 24
+    );
+    let rerun = watch_to_end(&mut c, &rerun.id).await;
+    assert_eq!(rerun.committed, 36 - before);
+    let st = c
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.granules_present, 36);
+
+    // SIGTERM: a clean exit.
+    server.signal("-TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // The Python reader sees the source values.
+    let mut present = Vec::new();
+    for (start, end) in [
+        ("2021-05-05T00:00", "2021-05-05T06:00"),
+        ("2021-05-07T00:00", "2021-05-07T06:00"),
+        ("2021-05-08T00:00", "2021-05-08T06:00"),
+    ] {
+        let range = imerg_catalog::TimeRange::new(
+            imerg_catalog::parse_time(start).unwrap(),
+            imerg_catalog::parse_time(end).unwrap(),
+        )
+        .unwrap();
+        for g in profile.expected(range) {
+            present.push(serde_json::json!({
+                "time_index": g.time_index,
+                "start": g.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "path": granules.join(&g.key),
+            }));
+        }
+    }
+    let gap = profile
+        .granule_at(imerg_catalog::parse_time("2021-05-06T00:00").unwrap())
+        .unwrap();
+    let last = profile
+        .granule_at(imerg_catalog::parse_time("2021-05-08T05:30").unwrap())
+        .unwrap();
+    let expect = serde_json::json!({
+        "repo": data.join("repo"),
+        "container": format!("file://{}/", granules.display()),
+        "time_len": last.time_index + 1,
+        "present": present,
+        "gaps": [gap.time_index],
+    });
+    let expect_path = data.join("expect.json");
+    std::fs::write(&expect_path, expect.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_store.py");
+    let out = Command::new(&py)
+        .arg(script)
+        .arg(&expect_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .trim_end()
+                .ends_with("OK"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use imerg_catalog::ProductProfile;
 use imerg_dataset::{CommitterHandle, DatasetError, GranuleOutcome};
 use imerg_metrics as m;
-use imerg_refs::GranuleRefs;
+pub use imerg_refs::GranuleRefs;
 use imerg_source::{Source, SourceError};
 use tokio::sync::Semaphore;
 

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct State {
     pub prometheus: PrometheusHandle,
-    pub dataset: Arc<Dataset>,
+    /// The repository, for roles that use it (readiness checks it).
+    pub dataset: Option<Arc<Dataset>>,
 }
 
 async fn metrics_text(AxumState(s): AxumState<State>) -> String {
@@ -27,10 +28,16 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
-    let branch = s.dataset.config().branch.clone();
+    let Some(dataset) = s.dataset else {
+        return (
+            StatusCode::OK,
+            "ready (no repository in this role)\n".into(),
+        );
+    };
+    let branch = dataset.config().branch.clone();
     match tokio::time::timeout(
         Duration::from_secs(5),
-        s.dataset.repository().lookup_branch(&branch),
+        dataset.repository().lookup_branch(&branch),
     )
     .await
     {

@@ -37,8 +37,13 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Self {
-        let log =
-            std::fs::File::create(data.join(format!("serve-{}.log", std::process::id()))).unwrap();
+        Self::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::fs::File::create(data.join(format!("serve-{n}.log"))).unwrap();
         let mut child = bin()
             .args([
                 "serve",
@@ -60,6 +65,7 @@ impl Server {
             ])
             .arg("--data-dir")
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -510,4 +516,65 @@ async fn backfill_over_grpc_end_to_end() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_in_separate_processes_talk_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    synth(
+        &data.join("granules"),
+        "2022-08-08T00:00",
+        "2022-08-08T03:00",
+    );
+    let committer = Server::start_with(&data, &["--roles", "committer"]);
+    let worker = Server::start_with(&data, &["--roles", "worker"]);
+    let api = Server::start_with(
+        &data,
+        &[
+            "--roles",
+            "api",
+            "--worker-addr",
+            &worker.grpc,
+            "--committer-addr",
+            &committer.grpc,
+        ],
+    );
+    let mut c = client(&api, Some(TOKEN)).await;
+    let job = c
+        .backfill(req("2022-08-08T00:00", "2022-08-08T04:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = watch_to_end(&mut c, &job.id).await;
+    assert_eq!(
+        (done.committed, done.missing_at_source, done.failed),
+        (6, 2, 0),
+        "{done:?}"
+    );
+    let st = c
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.granules_present, 6);
+    // Each process serves only its own role's service.
+    let mut to_worker = client(&worker, Some(TOKEN)).await;
+    assert_eq!(
+        to_worker
+            .list_jobs(v1::ListJobsRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unimplemented
+    );
+    // The committer counted the commits, the worker the virtualizations.
+    let (_, cm) = committer.get("/metrics");
+    assert!(
+        cm.contains("imerg_granules_committed_total{outcome=\"added\"} 6"),
+        "{cm}"
+    );
+    let (_, wm) = worker.get("/metrics");
+    assert!(wm.contains("imerg_granules_virtualized_total 6"), "{wm}");
+    assert_eq!(worker.get("/readyz").0, 200);
 }

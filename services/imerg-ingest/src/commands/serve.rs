@@ -27,9 +27,16 @@ use tokio::sync::{Semaphore, watch};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Roles to run in this process: `all`, or a comma-separated list of listener, worker,
-    /// committer, api. Only `all` (one process) is implemented so far.
+    /// committer, api. Roles in the same process call each other directly; a role that runs
+    /// elsewhere is reached over gRPC (--worker-addr, --committer-addr).
     #[arg(long, env = "IMERG_ROLES", default_value = "all")]
     roles: String,
+    /// WorkerService address, when this process does not run the worker role.
+    #[arg(long, env = "IMERG_WORKER_ADDR")]
+    worker_addr: Option<String>,
+    /// CommitService address, when this process does not run the committer role.
+    #[arg(long, env = "IMERG_COMMITTER_ADDR")]
+    committer_addr: Option<String>,
     /// Base directory of the embedded default: repository in DATA_DIR/repo, granules in
     /// DATA_DIR/granules.
     #[arg(long, env = "IMERG_DATA_DIR", default_value = "imerg-data")]
@@ -150,13 +157,65 @@ fn container_of(cfg: &SourceConfig, source: &Source) -> SourceContainer {
     }
 }
 
-pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    if args.roles != "all" {
-        anyhow::bail!(
-            "--roles {}: running roles in separate processes is not implemented yet; use --roles all",
-            args.roles
-        );
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Roles {
+    listener: bool,
+    worker: bool,
+    committer: bool,
+    api: bool,
+}
+
+impl Roles {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        let mut r = Self::default();
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "all" => {
+                    r = Self {
+                        listener: true,
+                        worker: true,
+                        committer: true,
+                        api: true,
+                    }
+                }
+                "listener" => r.listener = true,
+                "worker" => r.worker = true,
+                "committer" => r.committer = true,
+                "api" => r.api = true,
+                other => anyhow::bail!(
+                    "unknown role {other:?}: use all or a list of listener, worker, committer, api"
+                ),
+            }
+        }
+        Ok(r)
     }
+
+    /// Roles that hand granules to a worker and the committer.
+    fn drives_pipeline(self) -> bool {
+        self.api || self.listener
+    }
+}
+
+/// Opens a repository another process (the committer) creates, waiting for it.
+async fn open_existing(
+    location: &RepoLocation,
+    profile: &ProductProfile,
+) -> anyhow::Result<Dataset> {
+    let mut last = None;
+    for _ in 0..120 {
+        match Dataset::open(location, profile.clone()).await {
+            Ok(d) => return Ok(d),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(anyhow::anyhow!(
+        "the repository {location:?} did not appear within 60 s: {last:?}"
+    ))
+}
+
+pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -201,6 +260,7 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
     if let SourceConfig::Local { root } = &src_cfg {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     }
+    let roles = Roles::parse(&args.roles)?;
     let source = Source::new(&src_cfg, None)?;
     let repo_location = RepoLocation::parse(
         &args
@@ -210,73 +270,139 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
         args.repo_region.clone(),
         args.repo_endpoint.clone(),
     );
-    let mut dcfg = DatasetConfig::new((*profile).clone(), container_of(&src_cfg, &source));
-    dcfg.manifest_max_bytes = args.manifest_max_bytes;
-    dcfg.manifest_cache_refs = args.manifest_cache_refs;
-    let dataset = Arc::new(
-        Dataset::open_or_create(&repo_location, dcfg)
-            .await
-            .with_context(|| format!("opening the repository {repo_location:?}"))?,
-    );
+    let dataset: Option<Arc<Dataset>> = if roles.committer {
+        let mut dcfg = DatasetConfig::new((*profile).clone(), container_of(&src_cfg, &source));
+        dcfg.manifest_max_bytes = args.manifest_max_bytes;
+        dcfg.manifest_cache_refs = args.manifest_cache_refs;
+        Some(Arc::new(
+            Dataset::open_or_create(&repo_location, dcfg)
+                .await
+                .with_context(|| format!("opening the repository {repo_location:?}"))?,
+        ))
+    } else if roles.drives_pipeline() {
+        Some(Arc::new(open_existing(&repo_location, &profile).await?))
+    } else {
+        None
+    };
     metrics::gauge!(m::MANIFEST_MAX_BYTES).set(args.manifest_max_bytes as f64);
-    let (committer, committer_task) = spawn_committer(
-        Arc::clone(&dataset),
-        CommitterConfig {
-            max_batch: args.batch_size.max(1),
-            max_age: args.batch_age,
-            channel_capacity: args.batch_size.max(1) * 2,
-            maintenance: args.snapshot_retention.map(|retention| MaintenanceConfig {
-                retention,
-                every: args.maintenance_every,
-            }),
-            ..Default::default()
-        },
-    );
-    let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(
-        source,
-        Arc::clone(&profile),
-        args.worker_concurrency,
-    ));
-    let appender: Arc<dyn Appender> = Arc::new(committer);
-    let jobs = Arc::new(JobManager::new(
-        Arc::clone(&profile),
-        Arc::clone(&dataset),
-        Arc::clone(&worker),
-        Arc::clone(&appender),
-        args.backfill_concurrency,
-        args.backfill_max_granules,
-    ));
+    let mut committer_task = None;
+    let local_appender: Option<Arc<dyn Appender>> = match (&dataset, roles.committer) {
+        (Some(ds), true) => {
+            let (handle, task) = spawn_committer(
+                Arc::clone(ds),
+                CommitterConfig {
+                    max_batch: args.batch_size.max(1),
+                    max_age: args.batch_age,
+                    channel_capacity: args.batch_size.max(1) * 2,
+                    maintenance: args.snapshot_retention.map(|retention| MaintenanceConfig {
+                        retention,
+                        every: args.maintenance_every,
+                    }),
+                    ..Default::default()
+                },
+            );
+            committer_task = Some(task);
+            Some(Arc::new(handle))
+        }
+        _ => None,
+    };
+    let local_worker: Option<Arc<dyn Worker>> = roles.worker.then(|| {
+        Arc::new(LocalWorker::new(
+            source,
+            Arc::clone(&profile),
+            args.worker_concurrency,
+        )) as Arc<dyn Worker>
+    });
+    let appender: Option<Arc<dyn Appender>> = match (&local_appender, &args.committer_addr) {
+        (Some(a), _) => Some(Arc::clone(a)),
+        (None, Some(addr)) if roles.drives_pipeline() => {
+            Some(Arc::new(imerg_remote::GrpcAppender::new(addr)?) as Arc<dyn Appender>)
+        }
+        (None, None) if roles.drives_pipeline() => {
+            anyhow::bail!(
+                "--roles {} needs --committer-addr (no committer role here)",
+                args.roles
+            )
+        }
+        _ => None,
+    };
+    let worker: Option<Arc<dyn Worker>> = match (&local_worker, &args.worker_addr) {
+        (Some(w), _) => Some(Arc::clone(w)),
+        (None, Some(addr)) if roles.drives_pipeline() => {
+            Some(Arc::new(imerg_remote::GrpcWorker::new(addr)?) as Arc<dyn Worker>)
+        }
+        (None, None) if roles.drives_pipeline() => {
+            anyhow::bail!(
+                "--roles {} needs --worker-addr (no worker role here)",
+                args.roles
+            )
+        }
+        _ => None,
+    };
+    let jobs = match (&dataset, &worker, &appender, roles.api) {
+        (Some(ds), Some(w), Some(a), true) => Some(Arc::new(JobManager::new(
+            Arc::clone(&profile),
+            Arc::clone(ds),
+            Arc::clone(w),
+            Arc::clone(a),
+            args.backfill_concurrency,
+            args.backfill_max_granules,
+        ))),
+        _ => None,
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    // gRPC: IngestService + health + reflection.
+    // gRPC: the roles' services + health + reflection.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<imerg_proto::v1::ingest_service_server::IngestServiceServer<IngestApi>>()
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(imerg_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let api = IngestApi::new(Arc::clone(&jobs), token).into_server();
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_optional_service(
+            jobs.as_ref()
+                .map(|j| IngestApi::new(Arc::clone(j), token.clone()).into_server()),
+        )
+        .add_optional_service(
+            local_appender
+                .as_ref()
+                .map(|a| imerg_remote::CommitServer(Arc::clone(a)).into_server()),
+        )
+        .add_optional_service(
+            local_worker
+                .as_ref()
+                .map(|w| imerg_remote::WorkerServer(Arc::clone(w)).into_server()),
+        );
+    if jobs.is_some() {
+        health_reporter
+            .set_serving::<imerg_proto::v1::ingest_service_server::IngestServiceServer<IngestApi>>()
+            .await;
+    }
+    if local_appender.is_some() {
+        health_reporter
+            .set_serving::<imerg_proto::v1::commit_service_server::CommitServiceServer<imerg_remote::CommitServer>>()
+            .await;
+    }
+    if local_worker.is_some() {
+        health_reporter
+            .set_serving::<imerg_proto::v1::worker_service_server::WorkerServiceServer<imerg_remote::WorkerServer>>()
+            .await;
+    }
     let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC on {}", args.grpc_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let mut grpc_shutdown = shutdown_rx.clone();
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(api)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                async move {
-                    let _ = grpc_shutdown.wait_for(|s| *s).await;
-                },
-            ),
-    );
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+        async move {
+            let _ = grpc_shutdown.wait_for(|s| *s).await;
+        },
+    ));
 
     // HTTP: /metrics, /healthz, /readyz.
     let http_listener = tokio::net::TcpListener::bind(args.http_addr)
@@ -287,7 +413,7 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
         http_listener,
         crate::http::State {
             prometheus,
-            dataset: Arc::clone(&dataset),
+            dataset: dataset.clone(),
         },
         shutdown_rx.clone(),
     ));
@@ -298,27 +424,39 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
     tracing::info!(%grpc_addr, %http_addr, repo = ?repo_location, "serving");
 
     // Status gauges, refreshed periodically.
-    let gauges = tokio::spawn(refresh_gauges(Arc::clone(&dataset), shutdown_rx.clone()));
+    let gauges = dataset
+        .as_ref()
+        .map(|ds| tokio::spawn(refresh_gauges(Arc::clone(ds), shutdown_rx.clone())));
 
     // The local directory watcher (embedded default).
-    let watcher = match (&src_cfg, args.watch) {
-        (SourceConfig::Local { root }, true) => Some(tokio::spawn(watch_directory(
-            root.clone(),
-            Arc::clone(&profile),
-            Arc::clone(&dataset),
-            Arc::clone(&worker),
-            Arc::clone(&appender),
-            args.watch_interval,
-            args.backfill_concurrency,
-            shutdown_rx.clone(),
-        ))),
+    let watcher = match (
+        &src_cfg,
+        args.watch && roles.listener,
+        &dataset,
+        &worker,
+        &appender,
+    ) {
+        (SourceConfig::Local { root }, true, Some(ds), Some(w), Some(a)) => {
+            Some(tokio::spawn(watch_directory(
+                root.clone(),
+                Arc::clone(&profile),
+                Arc::clone(ds),
+                Arc::clone(w),
+                Arc::clone(a),
+                args.watch_interval,
+                args.backfill_concurrency,
+                shutdown_rx.clone(),
+            )))
+        }
         _ => None,
     };
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new work; finishing in-flight granules");
     let _ = shutdown_tx.send(true);
-    jobs.cancel_all();
+    if let Some(j) = &jobs {
+        j.cancel_all();
+    }
     let grace = tokio::time::sleep(args.shutdown_grace);
     tokio::pin!(grace);
     loop {
@@ -328,7 +466,7 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if !jobs.any_running() && watcher.as_ref().is_none_or(|w| w.is_finished()) {
+                if !jobs.as_ref().is_some_and(|j| j.any_running()) && watcher.as_ref().is_none_or(|w| w.is_finished()) {
                     break;
                 }
             }
@@ -336,14 +474,22 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
     }
     drop(jobs);
     drop(appender);
+    drop(local_appender);
     drop(worker);
+    drop(local_worker);
     if let Some(w) = watcher {
         w.abort();
     }
-    let _ = tokio::time::timeout(args.shutdown_grace, committer_task.join).await;
+    // The gRPC server holds a CommitServer (an appender): stop it before waiting for the
+    // committer to drain.
     let _ = grpc.await;
+    if let Some(task) = committer_task {
+        let _ = tokio::time::timeout(args.shutdown_grace, task.join).await;
+    }
     let _ = http.await;
-    gauges.abort();
+    if let Some(g) = gauges {
+        g.abort();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use imerg_refs::GranuleRefs;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::dataset::{BatchOutcome, GranuleOutcome};
 use crate::maintenance::{self, MaintenanceConfig};
@@ -24,6 +25,9 @@ pub struct CommitterConfig {
     pub max_batch: usize,
     /// Commit when the oldest waiting granule is this old.
     pub max_age: Duration,
+    /// Commit a partial batch when no new granule arrived for this long (a burst has ended);
+    /// a steady stream, like a backfill, keeps filling the batch up to `max_batch` / `max_age`.
+    pub max_idle: Duration,
     /// Capacity of the request channel (callers wait when it is full).
     pub channel_capacity: usize,
     /// Attempts per batch before its granules are failed back to their callers.
@@ -37,6 +41,7 @@ impl Default for CommitterConfig {
         Self {
             max_batch: 480,
             max_age: Duration::from_secs(2),
+            max_idle: Duration::from_millis(250),
             channel_capacity: 1024,
             commit_attempts: 4,
             maintenance: None,
@@ -134,12 +139,13 @@ async fn run(
         let deadline = Instant::now() + cfg.max_age;
         let mut batch = vec![first];
         while batch.len() < cfg.max_batch {
+            let idle = (Instant::now() + cfg.max_idle).min(deadline);
             tokio::select! {
                 r = rx.recv() => match r {
                     Some(r) => batch.push(r),
                     None => { closed = true; break; }
                 },
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(idle) => break,
             }
         }
         commit(&dataset, &cfg, batch, &stats).await;
@@ -165,7 +171,19 @@ async fn commit(
     let batch_id = uuid::Uuid::new_v4().to_string();
     let granules: Vec<GranuleRefs> = batch.iter().map(|r| r.granule.clone()).collect();
     let span = tracing::info_span!("commit", %batch_id, granules = granules.len());
-    let _enter = span.enter();
+    commit_with_retries(dataset, cfg, batch, stats, batch_id, granules)
+        .instrument(span)
+        .await;
+}
+
+async fn commit_with_retries(
+    dataset: &Dataset,
+    cfg: &CommitterConfig,
+    batch: Vec<Request>,
+    stats: &CommitterStats,
+    batch_id: String,
+    granules: Vec<GranuleRefs>,
+) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     let mut landed: Option<String> = None;
     let mut last_err = DatasetError::Shutdown;

@@ -13,6 +13,7 @@ use imerg_metrics as m;
 pub use imerg_refs::GranuleRefs;
 use imerg_source::{Source, SourceError};
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 /// Why a worker could not produce references.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -123,7 +124,15 @@ impl Worker for LocalWorker {
                 message: "worker shutting down".into(),
             })?;
         let span = tracing::info_span!("granule", key = %id.key);
-        let _e = span.enter();
+        self.fetch_and_parse(id).instrument(span).await
+    }
+}
+
+impl LocalWorker {
+    async fn fetch_and_parse(
+        &self,
+        id: imerg_catalog::GranuleId,
+    ) -> Result<GranuleRefs, WorkError> {
         let t0 = Instant::now();
         let fetched = match self.source.fetch(&id.key).await {
             Ok(f) => f,

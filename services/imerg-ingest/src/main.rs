@@ -45,25 +45,75 @@ enum Command {
     Profile,
 }
 
-fn init_logging(format: LogFormat) {
+/// An OTLP/HTTP trace exporter when the standard `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` is set
+/// (and `OTEL_SDK_DISABLED` is not `true`); the exporter reads the other `OTEL_*` variables
+/// (headers, timeout) itself. Spans are sent from the SDK's own batch thread.
+fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    if !configured || std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v == "true") {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warning: OTLP trace export disabled: {e}");
+            return None;
+        }
+    };
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "imerg-ingest".into());
+    Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn init_logging(format: LogFormat) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // Icechunk warns on every open that a local-filesystem repository is unsafe for
         // concurrent writers; this service is the single writer by design.
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,icechunk_arrow_object_store=error")
         });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let provider = otlp_provider();
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("imerg-ingest")));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
     };
+    provider
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let tracer_provider = init_logging(cli.log_format);
     let result = (|| -> anyhow::Result<std::process::ExitCode> {
         let profile = cli.product.load()?;
         match cli.command {
@@ -79,6 +129,10 @@ fn main() -> std::process::ExitCode {
             }
         }
     })();
+    if let Some(p) = tracer_provider {
+        // Flush the spans still queued.
+        let _ = p.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

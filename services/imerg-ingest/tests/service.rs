@@ -578,3 +578,126 @@ async fn roles_in_separate_processes_talk_grpc() {
     assert!(wm.contains("imerg_granules_virtualized_total 6"), "{wm}");
     assert_eq!(worker.get("/readyz").0, 200);
 }
+
+/// A minimal OTLP/HTTP collector: accepts POST /v1/traces, answers 200 with an empty
+/// ExportTraceServiceResponse, and hands over each request body.
+fn otlp_collector() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.to_ascii_lowercase().starts_with("content-length:") {
+                    len = line[15..].trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = tx.send((head, body));
+        }
+    });
+    (format!("http://{addr}"), rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    synth(
+        &data.join("granules"),
+        "2023-03-03T00:00",
+        "2023-03-03T01:00",
+    );
+    let (endpoint, bodies) = otlp_collector();
+    // SAFETY: set before the child is spawned; the variables are only read by the child.
+    let mut server = {
+        let log = std::fs::File::create(data.join("otlp-serve.log")).unwrap();
+        let mut child = bin()
+            .args([
+                "serve",
+                "--watch",
+                "false",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--operator-token", TOKEN, "--batch-age", "200ms"])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env("OTEL_SERVICE_NAME", "imerg-ingest-test")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = loop {
+            let l = lines.next().expect("serve exited").unwrap();
+            if l.starts_with("imerg-ingest serving") {
+                break l;
+            }
+        };
+        let grpc = line
+            .split("gRPC on ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let http = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("/metrics")
+            .to_string();
+        Server {
+            child,
+            grpc: format!("http://{grpc}"),
+            http,
+        }
+    };
+    let mut c = client(&server, Some(TOKEN)).await;
+    let job = c
+        .backfill(req("2023-03-03T00:00", "2023-03-03T01:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = watch_to_end(&mut c, &job.id).await;
+    assert_eq!(done.committed, 2);
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+    let mut all = Vec::new();
+    while let Ok((head, body)) = bodies.recv_timeout(Duration::from_secs(5)) {
+        assert!(head.starts_with("POST /v1/traces"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+        all.extend(body);
+    }
+    let has = |s: &str| all.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has("imerg-ingest-test"), "service name exported");
+    assert!(has("granule"), "per-granule spans exported");
+    assert!(has("commit"), "per-commit spans exported");
+}

@@ -58,6 +58,16 @@ pub struct Args {
     source_endpoint: Option<String>,
     #[arg(long, env = "IMERG_SOURCE_REGION")]
     source_region: Option<String>,
+    /// Earthdata Login bearer token, for temporary S3 credentials to NASA's bucket (a secret;
+    /// prefer the _FILE form).
+    #[arg(long, env = "IMERG_EARTHDATA_TOKEN", hide_env_values = true)]
+    earthdata_token: Option<String>,
+    /// File holding the Earthdata Login bearer token.
+    #[arg(long, env = "IMERG_EARTHDATA_TOKEN_FILE")]
+    earthdata_token_file: Option<PathBuf>,
+    /// The s3credentials endpoint that exchanges the token for temporary S3 credentials.
+    #[arg(long, env = "IMERG_EARTHDATA_URL", default_value = imerg_credentials::DEFAULT_URL)]
+    earthdata_url: String,
     /// Read the source bucket without signing requests.
     #[arg(long, env = "IMERG_SOURCE_ANONYMOUS")]
     source_anonymous: bool,
@@ -81,6 +91,9 @@ pub struct Args {
     /// Commit a partial batch once its oldest granule waited this long.
     #[arg(long, env = "IMERG_BATCH_AGE", default_value = "2s", value_parser = humantime::parse_duration)]
     batch_age: Duration,
+    /// Commit a partial batch once no granule arrived for this long (a burst has ended).
+    #[arg(long, env = "IMERG_BATCH_IDLE", default_value = "250ms", value_parser = humantime::parse_duration)]
+    batch_idle: Duration,
     /// Granules fetched and parsed at once (each holds its bytes in memory until parsed).
     #[arg(long, env = "IMERG_WORKER_CONCURRENCY", default_value_t = 4)]
     worker_concurrency: usize,
@@ -261,7 +274,34 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     }
     let roles = Roles::parse(&args.roles)?;
-    let source = Source::new(&src_cfg, None)?;
+    let earthdata = match (&args.earthdata_token, &args.earthdata_token_file) {
+        (Some(t), _) => Some(imerg_credentials::EarthdataConfig::from_token_value(
+            t,
+            "IMERG_EARTHDATA_TOKEN",
+        )?),
+        (None, Some(f)) => Some(imerg_credentials::EarthdataConfig::from_token_file(f)?),
+        (None, None) => None,
+    }
+    .map(|c| c.with_url(args.earthdata_url.clone()))
+    .map(|c| imerg_credentials::EarthdataCredentialProvider::new(&c))
+    .transpose()?
+    .map(Arc::new);
+    let source = Source::new(
+        &src_cfg,
+        earthdata
+            .clone()
+            .map(|p| p as imerg_source::CredentialProvider),
+    )?;
+    if let Some(p) = earthdata.clone() {
+        tokio::spawn(async move {
+            loop {
+                if let Some(s) = p.seconds_until_expiry() {
+                    metrics::gauge!(m::CREDENTIALS_EXPIRY_SECONDS).set(s);
+                }
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            }
+        });
+    }
     let repo_location = RepoLocation::parse(
         &args
             .repo
@@ -293,6 +333,7 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
                 CommitterConfig {
                     max_batch: args.batch_size.max(1),
                     max_age: args.batch_age,
+                    max_idle: args.batch_idle,
                     channel_capacity: args.batch_size.max(1) * 2,
                     maintenance: args.snapshot_retention.map(|retention| MaintenanceConfig {
                         retention,

@@ -41,6 +41,9 @@ enum Command {
     Serve(Box<commands::serve::Args>),
     /// Start, watch, list or cancel backfill jobs on a running service.
     Backfill(commands::backfill::Args),
+    /// Build a store from synthetic references (no file reads) through the committer, reporting
+    /// per-commit latency and memory: scale runs up to the full record.
+    Simulate(commands::simulate::Args),
     /// Print the selected product profile as JSON (a starting point for --product-profile).
     Profile,
 }
@@ -123,6 +126,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => commands::status::run(profile, args),
             Command::Serve(args) => commands::serve::run(profile, *args),
             Command::Backfill(args) => commands::backfill::run(args),
+            Command::Simulate(args) => commands::simulate::run(profile, args),
             Command::Profile => {
                 println!("{}", serde_json::to_string_pretty(&profile)?);
                 Ok(std::process::ExitCode::SUCCESS)

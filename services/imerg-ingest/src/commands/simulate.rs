@@ -1,0 +1,274 @@
+//! `imerg-ingest simulate`: builds a store for any time range from synthetic references (real key
+//! names, realistic offsets and lengths, no file reads), committed in backfill-sized batches
+//! through the same committer the service uses. Prints one JSON line per commit (references
+//! already stored, commit latency, process memory) and a summary line.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imerg_catalog::{ProductProfile, TimeRange, parse_time};
+use imerg_dataset::{
+    CommitterConfig, Dataset, DatasetConfig, MaintenanceConfig, RepoLocation, SourceContainer,
+    spawn_committer,
+};
+use imerg_refs::{
+    ChunkRef, Codec, CoordArray, Coords, Endian, FillValue, GranuleRefs, Layout, TimeCoord,
+    VariableLayout, VariableRefs, array_metadata,
+};
+use serde_json::json;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Repository directory (created if missing).
+    #[arg(long)]
+    repo: PathBuf,
+    /// First granule start (inclusive).
+    #[arg(long, default_value = "1998-01-01")]
+    start: String,
+    /// End of the range (exclusive). Default: the end of the product's record.
+    #[arg(long)]
+    end: Option<String>,
+    /// Granules per commit (one backfill batch).
+    #[arg(long, default_value_t = 480)]
+    batch_size: usize,
+    #[arg(long, default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
+    manifest_max_bytes: u64,
+    /// Expire snapshots older than this and garbage-collect, every --maintenance-every.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    snapshot_retention: Option<Duration>,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    maintenance_every: Duration,
+}
+
+fn rss_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// SplitMix64.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What every synthetic granule shares: layout, metadata, coordinates.
+struct Template {
+    layout: Layout,
+    fingerprint: String,
+    zarr: BTreeMap<String, serde_json::Value>,
+    coords: Coords,
+}
+
+fn template(profile: &ProductProfile) -> Template {
+    let g = &profile.layout.grid;
+    let lon: Vec<f32> = (0..g.n_lon).map(|i| -179.95 + 0.1 * i as f32).collect();
+    let lat: Vec<f32> = (0..g.n_lat).map(|j| -89.95 + 0.1 * j as f32).collect();
+    let bnds = |v: &[f32]| v.iter().flat_map(|x| [x - 0.05, x + 0.05]).collect::<Vec<_>>();
+    let coord = |values: Vec<f32>, shape: Vec<u64>| CoordArray {
+        shape,
+        values,
+        attributes: serde_json::Map::new(),
+    };
+    let coords = Coords {
+        time: TimeCoord {
+            value: 0,
+            bounds: [0, 1800],
+            units: "seconds since 1980-01-06 00:00:00 UTC".into(),
+            calendar: "julian".into(),
+            attributes: serde_json::Map::new(),
+        },
+        lon_bnds: coord(bnds(&lon), vec![g.n_lon, 2]),
+        lat_bnds: coord(bnds(&lat), vec![g.n_lat, 2]),
+        lon: coord(lon, vec![g.n_lon]),
+        lat: coord(lat, vec![g.n_lat]),
+    };
+    let variables: Vec<VariableLayout> = profile
+        .layout
+        .variables
+        .iter()
+        .map(|v| VariableLayout {
+            name: v.name.clone(),
+            dtype: v.dtype.clone(),
+            grid: [g.n_lon, g.n_lat],
+            chunk: v.chunk,
+            fill_value: if v.dtype == "int16" {
+                FillValue::Int(-9999)
+            } else {
+                FillValue::Float(f64::from(-9999.9f32))
+            },
+            codecs: vec![Codec::Bytes { endian: Endian::Little }, Codec::Zlib { level: 6 }],
+        })
+        .collect();
+    let zarr = variables
+        .iter()
+        .map(|v| (v.name.clone(), array_metadata(v, 1, &serde_json::Map::new())))
+        .collect();
+    let layout = Layout {
+        variables,
+        coords_digest: coords.spatial_digest(),
+    };
+    Template {
+        fingerprint: layout.fingerprint(),
+        layout,
+        zarr,
+        coords,
+    }
+}
+
+/// A granule's references with realistic offsets (a header, then the chunks of each variable
+/// back to back) and lengths (20 KB - 400 KB per compressed chunk, seeded by the time index).
+fn granule(profile: &ProductProfile, t: &Template, time_index: u64, url_prefix: &str) -> GranuleRefs {
+    let start = profile.start_of(time_index);
+    let key = profile.key(start);
+    let grid = &profile.layout.grid;
+    let mut offset = 60_000 + mix(time_index) % 40_000;
+    let mut variables = BTreeMap::new();
+    for (n, v) in profile.layout.variables.iter().enumerate() {
+        let mut refs = Vec::new();
+        for i in 0..grid.n_lon.div_ceil(v.chunk[1]) {
+            for j in 0..grid.n_lat.div_ceil(v.chunk[2]) {
+                let length = 20_000 + mix(time_index * 131 + n as u64 * 17 + i) % 380_000;
+                refs.push(ChunkRef {
+                    chunk: [time_index, i, j],
+                    offset,
+                    length,
+                });
+                offset += length;
+            }
+        }
+        variables.insert(
+            v.name.clone(),
+            VariableRefs {
+                zarr: t.zarr.get(&v.name).cloned().unwrap_or_default(),
+                refs,
+            },
+        );
+    }
+    GranuleRefs {
+        url: format!("{url_prefix}{key}"),
+        key,
+        product: profile.id.clone(),
+        start,
+        time_index,
+        etag: Some(format!("\"{:032x}\"", mix(time_index) as u128 * 0x1_0000_0001)),
+        last_modified: None,
+        size: offset,
+        variables,
+        coords: t.coords.clone(),
+        layout: t.layout.clone(),
+        fingerprint: t.fingerprint.clone(),
+    }
+}
+
+pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(profile, args))
+}
+
+async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
+    let start = parse_time(&args.start)?;
+    let end = match &args.end {
+        Some(e) => parse_time(e)?,
+        None => profile.record(chrono::Utc::now()).end,
+    };
+    let range = TimeRange::new(start, end)?;
+    let container = SourceContainer::for_profile(&profile);
+    let mut cfg = DatasetConfig::new(profile.clone(), container.clone());
+    cfg.manifest_max_bytes = args.manifest_max_bytes;
+    let dataset = Arc::new(Dataset::open_or_create(&RepoLocation::Local(args.repo.clone()), cfg).await?);
+    let batch_size = args.batch_size.max(1);
+    let (handle, committer) = spawn_committer(
+        Arc::clone(&dataset),
+        CommitterConfig {
+            max_batch: batch_size,
+            max_age: Duration::from_secs(60),
+            max_idle: Duration::from_secs(10),
+            channel_capacity: batch_size,
+            maintenance: args.snapshot_retention.map(|retention| MaintenanceConfig {
+                retention,
+                every: args.maintenance_every,
+            }),
+            ..Default::default()
+        },
+    );
+    let t = template(&profile);
+    let indices: Vec<u64> = profile.expected(range).map(|g| g.time_index).collect();
+    let refs_per_granule = profile.layout.refs_per_granule();
+    let started = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut stored = 0u64;
+    for (n, batch) in indices.chunks(batch_size).enumerate() {
+        let granules: Vec<GranuleRefs> = batch
+            .iter()
+            .map(|&i| granule(&profile, &t, i, &container.url_prefix))
+            .collect();
+        let t0 = Instant::now();
+        let receipts = futures::future::join_all(granules.into_iter().map(|g| handle.append(g))).await;
+        let seconds = t0.elapsed().as_secs_f64();
+        if let Some(Err(e)) = receipts.iter().find(|r| r.is_err()) {
+            anyhow::bail!("commit {n} failed: {e}");
+        }
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "commit": n,
+                "granules_before": stored,
+                "refs_before": stored * refs_per_granule,
+                "granules": batch.len(),
+                "seconds": seconds,
+                "rss_bytes": rss_bytes("VmRSS:"),
+                "elapsed_s": started.elapsed().as_secs_f64(),
+            })
+        )?;
+        stored += batch.len() as u64;
+    }
+    let stats = Arc::clone(handle.stats());
+    drop(handle);
+    committer.join.await?;
+    let st = dataset.status().await?;
+    let repo_bytes = dir_bytes(&args.repo);
+    writeln!(
+        out,
+        "{}",
+        json!({"summary": {
+            "granules": stored,
+            "references": stored * refs_per_granule,
+            "commits": stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+            "wall_s": started.elapsed().as_secs_f64(),
+            "peak_rss_bytes": rss_bytes("VmHWM:"),
+            "repo_bytes": repo_bytes,
+            "manifests": st.manifests,
+            "largest_manifest_bytes": st.largest_manifest_bytes,
+            "manifest_bytes": st.manifest_bytes,
+            "manifest_bytes_per_reference": st.manifest_bytes as f64 / (stored * refs_per_granule).max(1) as f64,
+            "repo_bytes_per_reference": repo_bytes as f64 / (stored * refs_per_granule).max(1) as f64,
+            "granules_present": st.granules_present,
+        }})
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -248,6 +248,11 @@ pub struct DatasetConfig {
     pub branch: String,
 }
 
+/// Default cap of Icechunk's manifest cache (references). Every commit puts the manifests it
+/// wrote into the cache, so in a long-running writer it fills with superseded versions; the cap
+/// bounds that memory. 200,000 references hold the active split of every array many times over.
+pub const DEFAULT_MANIFEST_CACHE_REFS: u64 = 200_000;
+
 /// Default manifest size limit: 256 KiB. A commit rewrites the newest split of every array it
 /// touches, so the split size sets the per-commit cost. Measured with `cargo bench -p
 /// imerg-benches --bench append_day` (one day onto a 120-day store): 64 KiB 45 ms, 256 KiB 78 ms,
@@ -263,7 +268,7 @@ impl DatasetConfig {
             profile,
             source,
             manifest_max_bytes: DEFAULT_MANIFEST_MAX_BYTES,
-            manifest_cache_refs: 2_000_000,
+            manifest_cache_refs: DEFAULT_MANIFEST_CACHE_REFS,
             branch: "main".into(),
         }
     }

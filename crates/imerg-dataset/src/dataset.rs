@@ -159,6 +159,71 @@ fn checksum_of(g: &GranuleRefs) -> Option<Checksum> {
         .or_else(lm)
 }
 
+/// Batches up to this many granules list every granule (key, ETag, outcome) in the commit's
+/// properties; larger ones (backfill) record time-index ranges, the first and last key and a
+/// digest of the keys and ETags instead. Every snapshot's properties live in the repository's
+/// info object, which each commit rewrites, so per-commit metadata must stay small; the ETag of
+/// every granule is in its references anyway.
+pub const LIST_GRANULES_UP_TO: usize = 64;
+
+fn granule_properties(
+    granules: &[GranuleRefs],
+    written: &[usize],
+    outcomes: &[(String, GranuleOutcome)],
+) -> Value {
+    if written.len() <= LIST_GRANULES_UP_TO {
+        return Value::Array(
+            written
+                .iter()
+                .map(|&n| {
+                    let g = &granules[n];
+                    json!({"key": g.key, "etag": g.etag, "outcome": outcomes[n].1.label()})
+                })
+                .collect(),
+        );
+    }
+    let mut idx: Vec<u64> = written.iter().map(|&n| granules[n].time_index).collect();
+    idx.sort_unstable();
+    let mut ranges: Vec<[u64; 2]> = Vec::new();
+    for t in idx {
+        match ranges.last_mut() {
+            Some(r) if r[1] == t => r[1] = t + 1,
+            _ => ranges.push([t, t + 1]),
+        }
+    }
+    let mut keyed: Vec<(&str, &str)> = written
+        .iter()
+        .map(|&n| {
+            (
+                granules[n].key.as_str(),
+                granules[n].etag.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    keyed.sort_unstable();
+    let digest = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for (k, e) in &keyed {
+            h.update(k.as_bytes());
+            h.update(b" ");
+            h.update(e.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    json!({
+        "count": written.len(),
+        "time_index_ranges": ranges,
+        "first_key": keyed.first().map(|k| k.0),
+        "last_key": keyed.last().map(|k| k.0),
+        "keys_etags_digest": digest,
+    })
+}
+
 /// A key that is absent, or whose array does not exist yet.
 fn is_not_found(e: &icechunk::store::StoreError) -> bool {
     use icechunk::store::StoreErrorKind;
@@ -693,13 +758,7 @@ impl Dataset {
         }
 
         // Commit.
-        let written: Vec<Value> = to_write
-            .iter()
-            .map(|&n| {
-                let g = &granules[n];
-                json!({"key": g.key, "etag": g.etag, "outcome": outcomes[n].1.label()})
-            })
-            .collect();
+        let written = granule_properties(granules, &to_write, &outcomes);
         let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for (_, o) in &outcomes {
             *counts.entry(o.label()).or_default() += 1;
@@ -707,7 +766,7 @@ impl Dataset {
         let first = &granules[to_write[0]];
         let mut props = SnapshotProperties::new();
         props.insert(PROP_BATCH_ID.into(), json!(batch_id));
-        props.insert("imerg_granules".into(), Value::Array(written));
+        props.insert("imerg_granules".into(), written);
         props.insert("imerg_counts".into(), json!(counts));
         props.insert("imerg_time_len".into(), json!(new_len));
         let message = format!(

@@ -14,10 +14,13 @@ pub use committer::{
     AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
 };
 pub use config::{
-    BYTES_PER_REF, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig, RepoLocation, SourceContainer,
-    SourceKind,
+    BYTES_PER_REF, DEFAULT_MANIFEST_CACHE_REFS, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig,
+    RepoLocation, SourceContainer, SourceKind,
 };
-pub use dataset::{BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, PreparedBatch, Status};
+pub use dataset::{
+    BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, LIST_GRANULES_UP_TO, PreparedBatch,
+    Status,
+};
 pub use error::DatasetError;
 pub use layout::{PRESENT, TIME_CHUNK};
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};

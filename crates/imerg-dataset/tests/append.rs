@@ -447,4 +447,25 @@ async fn manifests_roll_over_at_the_size_limit() {
     ds.commit_batch(&batch, "d3").await.unwrap();
     let st2 = ds.status().await.unwrap();
     assert!(st2.manifests > st.manifests && st2.largest_manifest_bytes <= 4_500);
+
+    // A backfill-sized batch records ranges and a digest, not every key, in the commit.
+    let big: Vec<_> = (80..150).map(|s| shifted(&g, s, &src)).collect();
+    assert!(big.len() > imerg_dataset::LIST_GRANULES_UP_TO);
+    ds.commit_batch(&big, "big").await.unwrap();
+    let tip = ds.repository().lookup_branch("main").await.unwrap();
+    let meta = ds
+        .repository()
+        .lookup_snapshot(&tip)
+        .await
+        .unwrap()
+        .metadata;
+    let gp = &meta["imerg_granules"];
+    assert_eq!(gp["count"], 70);
+    assert_eq!(
+        gp["time_index_ranges"],
+        serde_json::json!([[g.time_index + 80, g.time_index + 150]])
+    );
+    assert_eq!(gp["first_key"], big[0].key);
+    assert_eq!(gp["keys_etags_digest"].as_str().unwrap().len(), 64);
+    assert!(serde_json::to_string(&meta).unwrap().len() < 2_000);
 }

@@ -141,3 +141,57 @@ fn profile_prints_loadable_json() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn simulate_reports_every_commit_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let out = bin()
+        .args([
+            "simulate",
+            "--start",
+            "2010-06-01",
+            "--end",
+            "2010-06-02",
+            "--batch-size",
+            "20",
+            "--repo",
+        ])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "3 commits (20 + 20 + 8) and a summary");
+    assert_eq!(lines[1]["refs_before"], 20 * 88);
+    assert!(
+        lines[2]["seconds"].as_f64().unwrap() > 0.0 && lines[2]["rss_bytes"].as_u64().unwrap() > 0
+    );
+    let s = &lines[3]["summary"];
+    assert_eq!(
+        (
+            s["granules"].as_u64(),
+            s["references"].as_u64(),
+            s["commits"].as_u64()
+        ),
+        (Some(48), Some(4224), Some(3))
+    );
+    let bpr = s["manifest_bytes_per_reference"].as_f64().unwrap();
+    assert!(bpr > 5.0 && bpr < 30.0, "{bpr} bytes per reference");
+    let st = bin()
+        .args(["status", "--json", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["granules_present"], 48);
+    assert_eq!(st["commits"], 3);
+}

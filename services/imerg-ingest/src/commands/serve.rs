@@ -114,7 +114,7 @@ pub struct Args {
     #[arg(long, env = "IMERG_MANIFEST_MAX_BYTES", default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
     manifest_max_bytes: u64,
     /// Cap of Icechunk's manifest cache, in references.
-    #[arg(long, env = "IMERG_MANIFEST_CACHE_REFS", default_value_t = 2_000_000)]
+    #[arg(long, env = "IMERG_MANIFEST_CACHE_REFS", default_value_t = imerg_dataset::DEFAULT_MANIFEST_CACHE_REFS)]
     manifest_cache_refs: u64,
     /// Expire snapshots older than this and garbage-collect (e.g. 7d). Off unless given.
     #[arg(long, env = "IMERG_SNAPSHOT_RETENTION", value_parser = humantime::parse_duration)]

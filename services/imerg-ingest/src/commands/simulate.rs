@@ -37,6 +37,9 @@ pub struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
     manifest_max_bytes: u64,
+    /// Cap of Icechunk's manifest cache, in references.
+    #[arg(long, default_value_t = imerg_dataset::DEFAULT_MANIFEST_CACHE_REFS)]
+    manifest_cache_refs: u64,
     /// Expire snapshots older than this and garbage-collect, every --maintenance-every.
     #[arg(long, value_parser = humantime::parse_duration)]
     snapshot_retention: Option<Duration>,
@@ -48,9 +51,11 @@ fn rss_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kb| kb * 1024)
 }
@@ -87,7 +92,11 @@ fn template(profile: &ProductProfile) -> Template {
     let g = &profile.layout.grid;
     let lon: Vec<f32> = (0..g.n_lon).map(|i| -179.95 + 0.1 * i as f32).collect();
     let lat: Vec<f32> = (0..g.n_lat).map(|j| -89.95 + 0.1 * j as f32).collect();
-    let bnds = |v: &[f32]| v.iter().flat_map(|x| [x - 0.05, x + 0.05]).collect::<Vec<_>>();
+    let bnds = |v: &[f32]| {
+        v.iter()
+            .flat_map(|x| [x - 0.05, x + 0.05])
+            .collect::<Vec<_>>()
+    };
     let coord = |values: Vec<f32>, shape: Vec<u64>| CoordArray {
         shape,
         values,
@@ -120,12 +129,22 @@ fn template(profile: &ProductProfile) -> Template {
             } else {
                 FillValue::Float(f64::from(-9999.9f32))
             },
-            codecs: vec![Codec::Bytes { endian: Endian::Little }, Codec::Zlib { level: 6 }],
+            codecs: vec![
+                Codec::Bytes {
+                    endian: Endian::Little,
+                },
+                Codec::Zlib { level: 6 },
+            ],
         })
         .collect();
     let zarr = variables
         .iter()
-        .map(|v| (v.name.clone(), array_metadata(v, 1, &serde_json::Map::new())))
+        .map(|v| {
+            (
+                v.name.clone(),
+                array_metadata(v, 1, &serde_json::Map::new()),
+            )
+        })
         .collect();
     let layout = Layout {
         variables,
@@ -141,7 +160,12 @@ fn template(profile: &ProductProfile) -> Template {
 
 /// A granule's references with realistic offsets (a header, then the chunks of each variable
 /// back to back) and lengths (20 KB - 400 KB per compressed chunk, seeded by the time index).
-fn granule(profile: &ProductProfile, t: &Template, time_index: u64, url_prefix: &str) -> GranuleRefs {
+fn granule(
+    profile: &ProductProfile,
+    t: &Template,
+    time_index: u64,
+    url_prefix: &str,
+) -> GranuleRefs {
     let start = profile.start_of(time_index);
     let key = profile.key(start);
     let grid = &profile.layout.grid;
@@ -174,7 +198,10 @@ fn granule(profile: &ProductProfile, t: &Template, time_index: u64, url_prefix: 
         product: profile.id.clone(),
         start,
         time_index,
-        etag: Some(format!("\"{:032x}\"", mix(time_index) as u128 * 0x1_0000_0001)),
+        etag: Some(format!(
+            "\"{:032x}\"",
+            mix(time_index) as u128 * 0x1_0000_0001
+        )),
         last_modified: None,
         size: offset,
         variables,
@@ -185,7 +212,9 @@ fn granule(profile: &ProductProfile, t: &Template, time_index: u64, url_prefix: 
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(profile, args))
 }
 
@@ -199,7 +228,9 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
     let container = SourceContainer::for_profile(&profile);
     let mut cfg = DatasetConfig::new(profile.clone(), container.clone());
     cfg.manifest_max_bytes = args.manifest_max_bytes;
-    let dataset = Arc::new(Dataset::open_or_create(&RepoLocation::Local(args.repo.clone()), cfg).await?);
+    cfg.manifest_cache_refs = args.manifest_cache_refs;
+    let dataset =
+        Arc::new(Dataset::open_or_create(&RepoLocation::Local(args.repo.clone()), cfg).await?);
     let batch_size = args.batch_size.max(1);
     let (handle, committer) = spawn_committer(
         Arc::clone(&dataset),
@@ -227,7 +258,8 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
             .map(|&i| granule(&profile, &t, i, &container.url_prefix))
             .collect();
         let t0 = Instant::now();
-        let receipts = futures::future::join_all(granules.into_iter().map(|g| handle.append(g))).await;
+        let receipts =
+            futures::future::join_all(granules.into_iter().map(|g| handle.append(g))).await;
         let seconds = t0.elapsed().as_secs_f64();
         if let Some(Err(e)) = receipts.iter().find(|r| r.is_err()) {
             anyhow::bail!("commit {n} failed: {e}");

@@ -2,7 +2,8 @@
 
 Usage: check_store.py EXPECT.json
 
-EXPECT.json: {"repo": dir, "container": "file:///.../", "time_len": N,
+EXPECT.json: {"repo": dir, "container": "file:///.../" or "s3://bucket/", "time_len": N,
+              "s3_credentials": {"access_key_id", "secret_access_key"} (for s3 containers),
               "present": [{"time_index": i, "start": "RFC3339", "path": "/abs/granule.HDF5"}, ...],
               "gaps": [i, ...]}
 
@@ -33,9 +34,14 @@ VARIABLES = [
 def main() -> None:
     expect = json.load(open(sys.argv[1]))
     storage = ic.local_filesystem_storage(expect["repo"])
-    creds = ic.containers_credentials(
-        {expect["container"]: ic.Credentials.LocalFileSystemAccess()}
-    )
+    if "s3_credentials" in expect:
+        c = expect["s3_credentials"]
+        container_creds = ic.s3_credentials(
+            access_key_id=c["access_key_id"], secret_access_key=c["secret_access_key"]
+        )
+    else:
+        container_creds = ic.Credentials.LocalFileSystemAccess()
+    creds = ic.containers_credentials({expect["container"]: container_creds})
     repo = ic.Repository.open(storage, authorize_virtual_chunk_access=creds)
     session = repo.readonly_session("main")
     with warnings.catch_warnings(record=True) as caught:

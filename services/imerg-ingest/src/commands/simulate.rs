@@ -237,7 +237,7 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
         CommitterConfig {
             max_batch: batch_size,
             max_age: Duration::from_secs(60),
-            max_idle: Duration::from_secs(10),
+            max_idle: Duration::from_millis(500),
             channel_capacity: batch_size,
             maintenance: args.snapshot_retention.map(|retention| MaintenanceConfig {
                 retention,

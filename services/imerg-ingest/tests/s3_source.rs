@@ -1,0 +1,230 @@
+//! Granules read from an S3-compatible bucket: a real S3 server on loopback (moto, from the test
+//! venv), granules uploaded to it, `serve --source s3://bucket --source-endpoint ...`, a backfill
+//! over gRPC, and the Python reader resolving the `s3://` references through the authorized
+//! container (whose endpoint the repository persisted).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use imerg_proto::{to_timestamp, v1};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
+        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 venv (with moto)",
+    );
+    assert!(p.exists());
+    p
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> u16 {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// moto's S3 server on a free loopback port; fails loudly if it does not come up.
+fn moto(py: &Path) -> (Killed, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(py)
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting moto_server");
+    let addr = format!("127.0.0.1:{port}");
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "moto_server did not start on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (Killed(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_from_an_s3_bucket() {
+    let py = python();
+    let (_moto, s3) = moto(&py);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    let out = bin()
+        .args([
+            "synth",
+            "--start",
+            "2024-01-10T00:00",
+            "--end",
+            "2024-01-10T01:30",
+            "--out",
+        ])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(http(&s3, "PUT", "/imerg-src", b""), 200, "create bucket");
+    let profile = imerg_catalog::ProductProfile::final_v07b();
+    let range = imerg_catalog::TimeRange::new(
+        imerg_catalog::parse_time("2024-01-10T00:00").unwrap(),
+        imerg_catalog::parse_time("2024-01-10T01:30").unwrap(),
+    )
+    .unwrap();
+    let granules: Vec<_> = profile.expected(range).collect();
+    for g in &granules {
+        let body = std::fs::read(local.join(&g.key)).unwrap();
+        assert_eq!(
+            http(&s3, "PUT", &format!("/imerg-src/{}", g.key), &body),
+            200
+        );
+    }
+
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = bin()
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--source",
+            "s3://imerg-src",
+        ])
+        .args([
+            "--source-endpoint",
+            &format!("http://{s3}"),
+            "--source-region",
+            "us-east-1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = loop {
+        let l = lines.next().expect("serve exited").unwrap();
+        if l.starts_with("imerg-ingest serving") {
+            break l;
+        }
+    };
+    let _server = Killed(child);
+    let grpc = line
+        .split("gRPC on ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = v1::ingest_service_client::IngestServiceClient::new(ch);
+    // No token configured: accepted from loopback.
+    let job = c
+        .backfill(v1::BackfillRequest {
+            product: String::new(),
+            start: Some(to_timestamp(range.start)),
+            end: Some(to_timestamp(range.end + chrono::Duration::minutes(30))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = c
+        .watch_job(v1::JobRef { id: job.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(j) = stream.next().await {
+        last = Some(j.unwrap());
+    }
+    let done = last.unwrap();
+    assert_eq!(
+        (done.committed, done.missing_at_source, done.failed),
+        (3, 1, 0),
+        "{done:?}"
+    );
+
+    let present: Vec<serde_json::Value> = granules
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "time_index": g.time_index,
+                "start": g.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "path": local.join(&g.key),
+            })
+        })
+        .collect();
+    let expect = serde_json::json!({
+        "repo": dir.path().join("repo"),
+        "container": "s3://imerg-src/",
+        "s3_credentials": {"access_key_id": "test", "secret_access_key": "test"},
+        "time_len": granules.last().unwrap().time_index + 1,
+        "present": present,
+        "gaps": [],
+    });
+    let expect_path = dir.path().join("expect.json");
+    std::fs::write(&expect_path, expect.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_store.py");
+    let out = Command::new(&py)
+        .arg(script)
+        .arg(&expect_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .trim_end()
+                .ends_with("OK"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,7 +15,7 @@ pub enum Field {
 }
 
 /// SplitMix64: a tiny, well-mixed deterministic hash.
-fn mix(mut z: u64) -> u64 {
+pub fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -50,6 +50,15 @@ fn is_fill(time_index: u64, lon: usize, lat: usize, n_lon: usize, n_lat: usize) 
     let gap_width = n_lon / 40;
     let in_gap = (lon + n_lon - gap_start) % n_lon < gap_width && lat > n_lat / 3;
     lat < cap || in_gap
+}
+
+/// Cell-centre longitudes and latitudes of IMERG's 0.1 degree grid (plus a longitude shift).
+pub fn grid_centres(n_lon: usize, n_lat: usize, lon_shift: f32) -> (Vec<f32>, Vec<f32>) {
+    let lon = (0..n_lon)
+        .map(|i| -179.95 + 0.1 * i as f32 + lon_shift)
+        .collect();
+    let lat = (0..n_lat).map(|j| -89.95 + 0.1 * j as f32).collect();
+    (lon, lat)
 }
 
 /// The rain rate (mm/hr) field before fill is applied; 0 where dry.

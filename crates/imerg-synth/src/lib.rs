@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use hdf5::types::VarLenUnicode;
 use imerg_catalog::{ProductProfile, TimeRange};
 
-pub use data::{Field, granule_field};
+pub use data::{Field, granule_field, grid_centres, mix};
 
 /// GPS epoch, the origin of IMERG's `time` values.
 pub fn gps_epoch() -> DateTime<Utc> {
@@ -206,10 +206,7 @@ fn write_hdf5(
     }
 
     // Coordinates.
-    let lon: Vec<f32> = (0..n_lon)
-        .map(|i| -179.95 + 0.1 * i as f32 + opts.lon_shift)
-        .collect();
-    let lat: Vec<f32> = (0..n_lat).map(|j| -89.95 + 0.1 * j as f32).collect();
+    let (lon, lat) = grid_centres(n_lon, n_lat, opts.lon_shift);
     let bounds = |v: &[f32]| -> Vec<f32> { v.iter().flat_map(|x| [x - 0.05, x + 0.05]).collect() };
     let coord =
         |name: &str, values: &[f32], shape: &[usize], attrs: &[(&str, &str)]| -> hdf5::Result<()> {

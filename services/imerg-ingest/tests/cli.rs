@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
-}
+use common::bin;
 
 #[test]
 fn synth_then_virtualize_json() {

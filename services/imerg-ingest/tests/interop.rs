@@ -9,17 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
-}
+mod common;
 
-pub fn python() -> PathBuf {
-    let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
-        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 reader venv",
-    );
-    assert!(p.exists(), "IMERG_PYTHON={} does not exist", p.display());
-    p
-}
+use common::{bin, check_store, python};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -48,7 +40,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn python_reader_sees_the_source_values() {
-    let py = python();
+    // Fail fast, before the long part, if the reader venv is missing.
+    python();
     let dir = tempfile::tempdir().unwrap();
     let (src, repo) = (dir.path().join("bucket"), dir.path().join("repo"));
     run(bin()
@@ -128,9 +121,5 @@ fn python_reader_sees_the_source_values() {
         "present": present,
         "gaps": [gap_t],
     });
-    let expect_path = dir.path().join("expect.json");
-    std::fs::write(&expect_path, expect.to_string()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_store.py");
-    let out = run(Command::new(py).arg(script).arg(&expect_path));
-    assert!(out.trim_end().ends_with("OK"), "{out}");
+    check_store(dir.path(), &expect);
 }

@@ -5,25 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Server, bin, check_store, present, python};
 use futures::StreamExt as _;
 use imerg_proto::{to_timestamp, v1};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
-        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 venv (with moto)",
-    );
-    assert!(p.exists());
-    p
-}
 
 struct Killed(Child);
 
@@ -118,48 +109,24 @@ async fn backfill_from_an_s3_bucket() {
         );
     }
 
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut child = bin()
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
+    let endpoint = format!("http://{s3}");
+    let server = Server::spawn(
+        dir.path(),
+        &[
             "--source",
             "s3://imerg-src",
-        ])
-        .args([
             "--source-endpoint",
-            &format!("http://{s3}"),
+            &endpoint,
             "--source-region",
             "us-east-1",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = loop {
-        let l = lines.next().expect("serve exited").unwrap();
-        if l.starts_with("imerg-ingest serving") {
-            break l;
-        }
-    };
-    let _server = Killed(child);
-    let grpc = line
-        .split("gRPC on ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    let grpc = server.grpc.trim_start_matches("http://").to_string();
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()
@@ -192,39 +159,15 @@ async fn backfill_from_an_s3_bucket() {
         "{done:?}"
     );
 
-    let present: Vec<serde_json::Value> = granules
-        .iter()
-        .map(|g| {
-            serde_json::json!({
-                "time_index": g.time_index,
-                "start": g.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "path": local.join(&g.key),
-            })
-        })
-        .collect();
-    let expect = serde_json::json!({
-        "repo": dir.path().join("repo"),
-        "container": "s3://imerg-src/",
-        "s3_credentials": {"access_key_id": "test", "secret_access_key": "test"},
-        "time_len": granules.last().unwrap().time_index + 1,
-        "present": present,
-        "gaps": [],
-    });
-    let expect_path = dir.path().join("expect.json");
-    std::fs::write(&expect_path, expect.to_string()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_store.py");
-    let out = Command::new(&py)
-        .arg(script)
-        .arg(&expect_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success()
-            && String::from_utf8_lossy(&out.stdout)
-                .trim_end()
-                .ends_with("OK"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    check_store(
+        dir.path(),
+        &serde_json::json!({
+            "repo": dir.path().join("repo"),
+            "container": "s3://imerg-src/",
+            "s3_credentials": {"access_key_id": "test", "secret_access_key": "test"},
+            "time_len": granules.last().unwrap().time_index + 1,
+            "present": present(&local, &[("2024-01-10T00:00", "2024-01-10T01:30")]),
+            "gaps": [],
+        }),
     );
 }

@@ -7,128 +7,41 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+mod common;
+
+use common::{Server, check_store, present, python, synth};
 use futures::StreamExt as _;
 use imerg_proto::{to_timestamp, v1};
 use tonic::Code;
 
 const TOKEN: &str = "operator-s3cret";
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
+/// serve with the token and small batches, watcher off.
+fn start(data: &Path) -> Server {
+    start_with(data, &[])
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
-        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 reader venv",
-    );
-    assert!(p.exists());
-    p
-}
-
-struct Server {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Self {
-        Self::start_with(data, &[])
-    }
-
-    fn start_with(data: &Path, extra: &[&str]) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = std::fs::File::create(data.join(format!("serve-{n}.log"))).unwrap();
-        let mut child = bin()
-            .args([
-                "serve",
-                "--watch",
-                "false",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--operator-token", TOKEN, "--backfill-max-granules", "2000"])
-            .args([
-                "--backfill-concurrency",
-                "4",
-                "--batch-age",
-                "300ms",
-                "--shutdown-grace",
-                "10s",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = loop {
-            let l = lines.next().expect("serve exited before serving").unwrap();
-            if l.starts_with("imerg-ingest serving") {
-                break l;
-            }
-        };
-        // "imerg-ingest serving final: gRPC on A, metrics on http://B/metrics"
-        let grpc = line
-            .split("gRPC on ")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .to_string();
-        let http = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .trim_end_matches("/metrics")
-            .to_string();
-        Self {
-            child,
-            grpc: format!("http://{grpc}"),
-            http,
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
-    }
-
-    fn signal(&mut self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_with(data: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--watch",
+        "false",
+        "--operator-token",
+        TOKEN,
+        "--backfill-max-granules",
+        "2000",
+        "--backfill-concurrency",
+        "4",
+        "--batch-age",
+        "300ms",
+        "--shutdown-grace",
+        "10s",
+    ];
+    args.extend_from_slice(extra);
+    Server::spawn(data, &args, &[])
 }
 
 type Client = v1::ingest_service_client::IngestServiceClient<
@@ -194,19 +107,6 @@ async fn watch_to_end(c: &mut Client, id: &str) -> v1::Job {
     last
 }
 
-fn synth(root: &Path, start: &str, end: &str) {
-    let out = bin()
-        .args(["synth", "--start", start, "--end", end, "--out"])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn metric(samples: &serde_json::Value, key: &str) -> f64 {
     samples
         .get(key)
@@ -231,7 +131,7 @@ async fn backfill_over_grpc_end_to_end() {
     )
     .unwrap();
 
-    let mut server = Server::start(&data);
+    let mut server = start(&data);
     assert_eq!(server.get("/healthz").0, 200);
     assert_eq!(server.get("/readyz").0, 200);
 
@@ -431,7 +331,7 @@ async fn backfill_over_grpc_end_to_end() {
     server.signal("-KILL");
     let _ = server.child.wait();
     drop(server);
-    let mut server = Server::start(&data);
+    let mut server = start(&data);
     let mut c = client(&server, Some(TOKEN)).await;
     let before = c
         .get_status(v1::GetStatusRequest {})
@@ -467,54 +367,29 @@ async fn backfill_over_grpc_end_to_end() {
     assert!(status.success(), "{status:?}");
 
     // The Python reader sees the source values.
-    let mut present = Vec::new();
-    for (start, end) in [
-        ("2021-05-05T00:00", "2021-05-05T06:00"),
-        ("2021-05-07T00:00", "2021-05-07T06:00"),
-        ("2021-05-08T00:00", "2021-05-08T06:00"),
-    ] {
-        let range = imerg_catalog::TimeRange::new(
-            imerg_catalog::parse_time(start).unwrap(),
-            imerg_catalog::parse_time(end).unwrap(),
-        )
-        .unwrap();
-        for g in profile.expected(range) {
-            present.push(serde_json::json!({
-                "time_index": g.time_index,
-                "start": g.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "path": granules.join(&g.key),
-            }));
-        }
-    }
     let gap = profile
         .granule_at(imerg_catalog::parse_time("2021-05-06T00:00").unwrap())
         .unwrap();
     let last = profile
         .granule_at(imerg_catalog::parse_time("2021-05-08T05:30").unwrap())
         .unwrap();
-    let expect = serde_json::json!({
-        "repo": data.join("repo"),
-        "container": format!("file://{}/", granules.display()),
-        "time_len": last.time_index + 1,
-        "present": present,
-        "gaps": [gap.time_index],
-    });
-    let expect_path = data.join("expect.json");
-    std::fs::write(&expect_path, expect.to_string()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_store.py");
-    let out = Command::new(&py)
-        .arg(script)
-        .arg(&expect_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success()
-            && String::from_utf8_lossy(&out.stdout)
-                .trim_end()
-                .ends_with("OK"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let present = present(
+        &granules,
+        &[
+            ("2021-05-05T00:00", "2021-05-05T06:00"),
+            ("2021-05-07T00:00", "2021-05-07T06:00"),
+            ("2021-05-08T00:00", "2021-05-08T06:00"),
+        ],
+    );
+    check_store(
+        &data,
+        &serde_json::json!({
+            "repo": data.join("repo"),
+            "container": format!("file://{}/", granules.display()),
+            "time_len": last.time_index + 1,
+            "present": present,
+            "gaps": [gap.time_index],
+        }),
     );
 }
 
@@ -527,9 +402,9 @@ async fn roles_in_separate_processes_talk_grpc() {
         "2022-08-08T00:00",
         "2022-08-08T03:00",
     );
-    let committer = Server::start_with(&data, &["--roles", "committer"]);
-    let worker = Server::start_with(&data, &["--roles", "worker"]);
-    let api = Server::start_with(
+    let committer = start_with(&data, &["--roles", "committer"]);
+    let worker = start_with(&data, &["--roles", "worker"]);
+    let api = start_with(
         &data,
         &[
             "--roles",
@@ -626,56 +501,22 @@ async fn spans_are_exported_over_otlp_when_configured() {
         "2023-03-03T01:00",
     );
     let (endpoint, bodies) = otlp_collector();
-    // SAFETY: set before the child is spawned; the variables are only read by the child.
-    let mut server = {
-        let log = std::fs::File::create(data.join("otlp-serve.log")).unwrap();
-        let mut child = bin()
-            .args([
-                "serve",
-                "--watch",
-                "false",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .args(["--operator-token", TOKEN, "--batch-age", "200ms"])
-            .arg("--data-dir")
-            .arg(&data)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-            .env("OTEL_SERVICE_NAME", "imerg-ingest-test")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = loop {
-            let l = lines.next().expect("serve exited").unwrap();
-            if l.starts_with("imerg-ingest serving") {
-                break l;
-            }
-        };
-        let grpc = line
-            .split("gRPC on ")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .to_string();
-        let http = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .trim_end_matches("/metrics")
-            .to_string();
-        Server {
-            child,
-            grpc: format!("http://{grpc}"),
-            http,
-        }
-    };
+    let mut server = Server::spawn(
+        &data,
+        &[
+            "--watch",
+            "false",
+            "--operator-token",
+            TOKEN,
+            "--batch-age",
+            "200ms",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_SERVICE_NAME", "imerg-ingest-test"),
+        ],
+    );
     let mut c = client(&server, Some(TOKEN)).await;
     let job = c
         .backfill(req("2023-03-03T00:00", "2023-03-03T01:00"))

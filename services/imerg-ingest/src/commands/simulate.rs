@@ -19,6 +19,7 @@ use imerg_refs::{
     ChunkRef, Codec, CoordArray, Coords, Endian, FillValue, GranuleRefs, Layout, TimeCoord,
     VariableLayout, VariableRefs, array_metadata,
 };
+use imerg_synth::mix;
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -72,14 +73,6 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     })
 }
 
-/// SplitMix64.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// What every synthetic granule shares: layout, metadata, coordinates.
 struct Template {
     layout: Layout,
@@ -90,8 +83,7 @@ struct Template {
 
 fn template(profile: &ProductProfile) -> Template {
     let g = &profile.layout.grid;
-    let lon: Vec<f32> = (0..g.n_lon).map(|i| -179.95 + 0.1 * i as f32).collect();
-    let lat: Vec<f32> = (0..g.n_lat).map(|j| -89.95 + 0.1 * j as f32).collect();
+    let (lon, lat) = imerg_synth::grid_centres(g.n_lon as usize, g.n_lat as usize, 0.0);
     let bnds = |v: &[f32]| {
         v.iter()
             .flat_map(|x| [x - 0.05, x + 0.05])

@@ -1,0 +1,170 @@
+//! Helpers shared by the binary's integration tests: the binary itself, the Python reader venv,
+//! `serve` as a child process on loopback ports, synthetic granules, and the Python store check.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
+}
+
+/// The Python 3.12 venv scripts/test.sh builds; without it a test fails, it is never skipped.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
+        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 reader venv",
+    );
+    assert!(p.exists(), "IMERG_PYTHON={} does not exist", p.display());
+    p
+}
+
+/// `imerg-ingest serve` as a child process on ports the OS picked (read back from its stdout).
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` of the gRPC server.
+    pub grpc: String,
+    /// `127.0.0.1:PORT` of the HTTP endpoints.
+    pub http: String,
+}
+
+impl Server {
+    /// Starts `serve --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir DATA ARGS...`.
+    pub fn spawn(data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::fs::File::create(data.join(format!("serve-{n}.log"))).unwrap();
+        let mut child = bin()
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = loop {
+            let l = lines.next().expect("serve exited before serving").unwrap();
+            if l.starts_with("imerg-ingest serving") {
+                break l;
+            }
+        };
+        // "imerg-ingest serving final (roles R): gRPC on A, metrics on http://B/metrics"
+        let grpc = line
+            .split("gRPC on ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let http = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("/metrics")
+            .to_string();
+        Self {
+            child,
+            grpc: format!("http://{grpc}"),
+            http,
+        }
+    }
+
+    /// GET on the HTTP endpoints: status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    pub fn signal(&mut self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Synthetic granules of `[start, end)` under `root` in the bucket layout.
+pub fn synth(root: &Path, start: &str, end: &str) {
+    let out = bin()
+        .args(["synth", "--start", start, "--end", end, "--out"])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Entries for check_store.py's "present" list: every granule of `[start, end)` under `root`.
+pub fn present(root: &Path, ranges: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let profile = imerg_catalog::ProductProfile::final_v07b();
+    let mut out = Vec::new();
+    for (start, end) in ranges {
+        let range = imerg_catalog::TimeRange::new(
+            imerg_catalog::parse_time(start).unwrap(),
+            imerg_catalog::parse_time(end).unwrap(),
+        )
+        .unwrap();
+        for g in profile.expected(range) {
+            out.push(serde_json::json!({
+                "time_index": g.time_index,
+                "start": g.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "path": root.join(&g.key),
+            }));
+        }
+    }
+    out
+}
+
+/// Runs tests/python/check_store.py on `expect` (written into `dir`) and asserts it passed.
+pub fn check_store(dir: &Path, expect: &serde_json::Value) {
+    let expect_path = dir.join("expect.json");
+    std::fs::write(&expect_path, expect.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/check_store.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&expect_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .trim_end()
+                .ends_with("OK"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -58,7 +58,7 @@ impl Server {
                 break l;
             }
         };
-        // "imerg-ingest serving final (roles R): gRPC on A, metrics on http://B/metrics"
+        // "imerg-ingest serving final: gRPC on A, metrics on http://B/metrics"
         let grpc = line
             .split("gRPC on ")
             .nth(1)

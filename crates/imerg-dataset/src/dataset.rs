@@ -704,6 +704,36 @@ impl Dataset {
         } else if new_len > cur_len {
             self.grow(&store, &units, cur_len, new_len).await?;
         }
+        // A replaced source may store fewer chunks than the version it replaces: drop the old
+        // references the new version does not overwrite (they would point at the new object with
+        // the old checksum, or read stale ranges).
+        let grid = &profile.layout.grid;
+        for &n in &to_write {
+            let g = &granules[n];
+            if !matches!(outcomes[n].1, GranuleOutcome::Replaced { .. }) {
+                continue;
+            }
+            for var in &profile.layout.variables {
+                let path = array_path(&var.name)?;
+                let new: std::collections::HashSet<[u64; 3]> = g
+                    .variables
+                    .get(&var.name)
+                    .map(|v| v.refs.iter().map(|r| r.chunk).collect())
+                    .unwrap_or_default();
+                let stale: Vec<ChunkIndices> = (0..grid.n_lon.div_ceil(var.chunk[1]))
+                    .flat_map(|i| (0..grid.n_lat.div_ceil(var.chunk[2])).map(move |j| (i, j)))
+                    .filter(|(i, j)| !new.contains(&[g.time_index, *i, *j]))
+                    .map(|(i, j)| ChunkIndices(vec![g.time_index as u32, i as u32, j as u32]))
+                    .collect();
+                if !stale.is_empty() {
+                    let session = store.session();
+                    let mut s = session.write().await;
+                    s.delete_chunks(&path, stale)
+                        .await
+                        .map_err(DatasetError::ic)?;
+                }
+            }
+        }
         for var in &profile.layout.variables {
             let path = array_path(&var.name)?;
             let mut refs = Vec::with_capacity(to_write.len() * 25);

@@ -134,6 +134,14 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
         g1b.variables["precipitation"].refs,
         g1.variables["precipitation"].refs
     );
+    // As if the new version did not store chunk (t, 7, 0) (HDF5 skips never-written chunks):
+    // the old reference there must go.
+    let mut g1b = g1b;
+    g1b.variables
+        .get_mut("precipitation")
+        .unwrap()
+        .refs
+        .retain(|r| r.chunk[1] != 7);
     let out = ds
         .commit_batch(std::slice::from_ref(&g1b), "b3")
         .await
@@ -166,6 +174,17 @@ async fn append_by_position_duplicates_replacements_and_rejections() {
         }
         other => panic!("expected a virtual ref, got {other:?}"),
     }
+    let dropped = session
+        .get_chunk_ref(
+            &icechunk::format::Path::new("/precipitation").unwrap(),
+            &icechunk::format::ChunkIndices(vec![g1.time_index as u32, 7, 0]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        dropped.is_none(),
+        "stale reference left behind: {dropped:?}"
+    );
 
     // Another layout, other coordinates, another container: rejected with what differs; the
     // good granule in the same batch still lands.

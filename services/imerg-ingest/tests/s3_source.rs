@@ -5,74 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 mod common;
 
-use common::{Server, bin, check_store, present, python};
+use common::{Server, bin, check_store, http, moto, present, python};
 use futures::StreamExt as _;
 use imerg_proto::{to_timestamp, v1};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> u16 {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-/// moto's S3 server on a free loopback port; fails loudly if it does not come up.
-fn moto(py: &Path) -> (Killed, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(py)
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting moto_server");
-    let addr = format!("127.0.0.1:{port}");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "moto_server did not start on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (Killed(child), addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_from_an_s3_bucket() {

@@ -77,6 +77,21 @@ pub struct Args {
     /// HTTP listen address for /metrics, /healthz and /readyz.
     #[arg(long, env = "IMERG_HTTP_ADDR", default_value = "127.0.0.1:9464")]
     http_addr: SocketAddr,
+    /// SQS queue of new-granule notifications (S3 events, SNS, EventBridge, CMR) for the
+    /// listener role.
+    #[arg(long, env = "IMERG_SQS_QUEUE_URL")]
+    sqs_queue_url: Option<String>,
+    /// SQS-compatible endpoint (a local server).
+    #[arg(long, env = "IMERG_SQS_ENDPOINT")]
+    sqs_endpoint: Option<String>,
+    #[arg(long, env = "IMERG_SQS_REGION")]
+    sqs_region: Option<String>,
+    /// Long-poll wait, seconds (at most 20).
+    #[arg(long, env = "IMERG_SQS_WAIT_SECONDS", default_value_t = 20)]
+    sqs_wait_seconds: i32,
+    /// Visibility timeout set on receive and extended while a message is in flight, seconds.
+    #[arg(long, env = "IMERG_SQS_VISIBILITY_TIMEOUT", default_value_t = 120)]
+    sqs_visibility_timeout: i32,
     /// Watch a local source directory for new granule files.
     #[arg(long, env = "IMERG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
     watch: bool,
@@ -492,6 +507,27 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
         _ => None,
     };
 
+    // The SQS listener.
+    let sqs = match (&args.sqs_queue_url, roles.listener, &worker, &appender) {
+        (Some(url), true, Some(w), Some(a)) => {
+            let mut c = imerg_listener::SqsConfig::new(url.clone());
+            c.endpoint_url = args.sqs_endpoint.clone();
+            c.region = args.sqs_region.clone();
+            c.wait_seconds = args.sqs_wait_seconds.clamp(0, 20);
+            c.visibility_timeout = args.sqs_visibility_timeout.max(1);
+            c.extend_every =
+                Duration::from_secs(u64::try_from(c.visibility_timeout / 2).unwrap_or(1).max(1));
+            Some(tokio::spawn(imerg_listener::run(
+                c,
+                Arc::clone(&profile),
+                Arc::clone(w),
+                Arc::clone(a),
+                shutdown_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
+
     shutdown_signal().await;
     tracing::info!("shutting down: no new work; finishing in-flight granules");
     let _ = shutdown_tx.send(true);
@@ -507,7 +543,10 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if !jobs.as_ref().is_some_and(|j| j.any_running()) && watcher.as_ref().is_none_or(|w| w.is_finished()) {
+                if !jobs.as_ref().is_some_and(|j| j.any_running())
+                    && watcher.as_ref().is_none_or(|w| w.is_finished())
+                    && sqs.as_ref().is_none_or(|l| l.is_finished())
+                {
                     break;
                 }
             }
@@ -520,6 +559,9 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
     drop(local_worker);
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(l) = sqs {
+        l.abort();
     }
     // The gRPC server holds a CommitServer (an appender): stop it before waiting for the
     // committer to drain.

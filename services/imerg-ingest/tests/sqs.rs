@@ -1,7 +1,8 @@
-//! Notifications on a real SQS queue (moto on loopback): S3 event messages for granules in a real
-//! S3 bucket are received by `serve`'s listener, the granules land in the store, the messages
-//! that were fully processed are deleted, and a malformed message stays on the queue (for the
-//! redrive policy) while the listener keeps going.
+//! Notifications on a real SQS queue (moto on loopback): a bucket configured to notify the queue,
+//! granules uploaded to it, `serve`'s listener receiving the S3 events (and the s3:TestEvent),
+//! the granules landing in the store, processed messages deleted, an object of another product
+//! ignored, and a poison message moved to the dead-letter queue by the redrive policy while the
+//! listener keeps going.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -56,19 +57,6 @@ fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     Some(&xml[start..end])
 }
 
-fn s3_event(keys: &[&str]) -> String {
-    let records: Vec<_> = keys
-        .iter()
-        .map(|k| {
-            serde_json::json!({
-                "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": "imerg-src"}, "object": {"key": k.replace('/', "%2F")}}
-            })
-        })
-        .collect();
-    serde_json::json!({"Records": records}).to_string()
-}
-
 #[test]
 fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
     let py = python();
@@ -77,6 +65,32 @@ fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
     let local = dir.path().join("copy");
     synth(&local, "2024-02-01T00:00", "2024-02-01T01:30");
     assert_eq!(http(&addr, "PUT", "/imerg-src", b""), 200);
+    // The queue, its dead-letter queue (after 2 receives), and the bucket's notifications to it.
+    let queue_url = |xml: &str| tag(xml, "QueueUrl").unwrap().to_string();
+    let dlq = queue_url(&sqs_query(&addr, "Action=CreateQueue&QueueName=granules-dlq").1);
+    let (code, xml) = sqs_query(&addr, "Action=CreateQueue&QueueName=granules");
+    assert_eq!(code, 200, "{xml}");
+    let queue = queue_url(&xml);
+    let redrive = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:granules-dlq","maxReceiveCount":"2"}"#;
+    let (code, xml) = sqs_query(
+        &addr,
+        &format!(
+            "Action=SetQueueAttributes&QueueUrl={}&Attribute.1.Name=RedrivePolicy&Attribute.1.Value={}",
+            enc(&queue),
+            enc(redrive)
+        ),
+    );
+    assert_eq!(code, 200, "{xml}");
+    let notification = r#"<?xml version="1.0" encoding="UTF-8"?><NotificationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><QueueConfiguration><Id>granules</Id><Queue>arn:aws:sqs:us-east-1:123456789012:granules</Queue><Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>"#;
+    assert_eq!(
+        http(
+            &addr,
+            "PUT",
+            "/imerg-src?notification",
+            notification.as_bytes()
+        ),
+        200
+    );
     let profile = imerg_catalog::ProductProfile::final_v07b();
     let range = imerg_catalog::TimeRange::new(
         imerg_catalog::parse_time("2024-02-01T00:00").unwrap(),
@@ -84,31 +98,30 @@ fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
     )
     .unwrap();
     let keys: Vec<String> = profile.expected(range).map(|g| g.key).collect();
+    // Uploads: the bucket notifies the queue (one S3 event per object), plus an object of
+    // another product and a poison message that is not JSON.
     for k in &keys {
         let body = std::fs::read(local.join(k)).unwrap();
         assert_eq!(http(&addr, "PUT", &format!("/imerg-src/{k}"), &body), 200);
     }
-    let (code, xml) = sqs_query(&addr, "Action=CreateQueue&QueueName=granules");
-    assert_eq!(code, 200, "{xml}");
-    let queue = tag(&xml, "QueueUrl").unwrap().to_string();
-    let send = |body: &str| {
-        let (code, xml) = sqs_query(
+    assert_eq!(
+        http(
             &addr,
-            &format!(
-                "Action=SendMessage&QueueUrl={}&MessageBody={}",
-                enc(&queue),
-                enc(body)
-            ),
-        );
-        assert_eq!(code, 200, "{xml}");
-    };
-    send(&s3_event(&[&keys[0], &keys[1]]));
-    send(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"imerg-src"}"#);
-    send("{this is not json");
-    send(&s3_event(&[
-        &keys[2],
-        "GPM_L3/GPM_3IMERGHHL.07/2024/032/other-product.RT-H5",
-    ]));
+            "PUT",
+            "/imerg-src/GPM_L3/GPM_3IMERGHHL.07/2024/032/other-product.RT-H5",
+            b"x"
+        ),
+        200
+    );
+    let (code, xml) = sqs_query(
+        &addr,
+        &format!(
+            "Action=SendMessage&QueueUrl={}&MessageBody={}",
+            enc(&queue),
+            enc("{this is not json")
+        ),
+    );
+    assert_eq!(code, 200, "{xml}");
 
     let endpoint = format!("http://{addr}");
     let server = Server::spawn(
@@ -161,7 +174,7 @@ fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The processed messages are deleted; only the malformed one keeps coming back.
+    // The processed messages are deleted; the poison one reaches the dead-letter queue.
     let t0 = Instant::now();
     loop {
         let (_, xml) = sqs_query(
@@ -180,12 +193,25 @@ fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
         };
         let left =
             count("ApproximateNumberOfMessages") + count("ApproximateNumberOfMessagesNotVisible");
-        if left == 1 {
+        let (_, dxml) = sqs_query(
+            &addr,
+            &format!(
+                "Action=GetQueueAttributes&QueueUrl={}&AttributeName.1=All",
+                enc(&dlq)
+            ),
+        );
+        let dead = dxml
+            .split("<Attribute>")
+            .find(|a| a.contains("<Name>ApproximateNumberOfMessages</Name>"))
+            .and_then(|a| tag(a, "Value"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if left == 0 && dead == 1 {
             break;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "messages left: {left}\n{xml}"
+            t0.elapsed() < Duration::from_secs(40),
+            "messages left: {left}, dead-lettered: {dead}\n{xml}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }

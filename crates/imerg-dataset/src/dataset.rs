@@ -909,13 +909,22 @@ impl Dataset {
     pub async fn present_in(&self, from: u64, to: u64) -> Result<BTreeSet<u64>, DatasetError> {
         let store = self.store(false).await?;
         let len = self.time_len(&store).await?;
+        Self::present_in_store(&store, len, from, to).await
+    }
+
+    async fn present_in_store(
+        store: &Store,
+        len: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeSet<u64>, DatasetError> {
         let to = to.min(len);
         let mut out = BTreeSet::new();
         if from >= to {
             return Ok(out);
         }
         for k in from / TIME_CHUNK..=(to - 1) / TIME_CHUNK {
-            let Some(raw) = Self::get_chunk(&store, &format!("{PRESENT}/c/{k}")).await? else {
+            let Some(raw) = Self::get_chunk(store, &format!("{PRESENT}/c/{k}")).await? else {
                 continue;
             };
             for (j, flag) in raw.iter().enumerate() {
@@ -933,7 +942,7 @@ impl Dataset {
         let profile = &self.cfg.profile;
         let store = self.store(false).await?;
         let len = self.time_len(&store).await?;
-        let present = self.present_in(0, len).await?;
+        let present = Self::present_in_store(&store, len, 0, len).await?;
         let first = present.first().copied();
         let last = present.last().copied();
         let mut gaps = Vec::new();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Server, bin, http, moto, python, synth};
+use common::{Server, bin, http, http_body, moto, python, synth};
 
 fn enc(s: &str) -> String {
     s.bytes()
@@ -25,29 +25,35 @@ fn enc(s: &str) -> String {
 
 /// An SQS query-protocol request; the credential scope tells moto which service it is for.
 fn sqs_query(addr: &str, form: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
+    http_body(
+        addr,
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+            ),
+        ],
+        form.as_bytes(),
     )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
+}
+
+/// An approximate message count of a queue (`ApproximateNumberOfMessages`, ...).
+fn queue_count(addr: &str, queue: &str, attribute: &str) -> u64 {
+    let (_, xml) = sqs_query(
+        addr,
+        &format!(
+            "Action=GetQueueAttributes&QueueUrl={}&AttributeName.1=All",
+            enc(queue)
+        ),
+    );
+    xml.split("<Attribute>")
+        .find(|a| a.contains(&format!("<Name>{attribute}</Name>")))
+        .and_then(|a| tag(a, "Value"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {attribute} in {xml}"))
 }
 
 fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
@@ -177,41 +183,15 @@ fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
     // The processed messages are deleted; the poison one reaches the dead-letter queue.
     let t0 = Instant::now();
     loop {
-        let (_, xml) = sqs_query(
-            &addr,
-            &format!(
-                "Action=GetQueueAttributes&QueueUrl={}&AttributeName.1=All",
-                enc(&queue)
-            ),
-        );
-        let count = |name: &str| -> u64 {
-            xml.split("<Attribute>")
-                .find(|a| a.contains(&format!("<Name>{name}</Name>")))
-                .and_then(|a| tag(a, "Value"))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(99)
-        };
-        let left =
-            count("ApproximateNumberOfMessages") + count("ApproximateNumberOfMessagesNotVisible");
-        let (_, dxml) = sqs_query(
-            &addr,
-            &format!(
-                "Action=GetQueueAttributes&QueueUrl={}&AttributeName.1=All",
-                enc(&dlq)
-            ),
-        );
-        let dead = dxml
-            .split("<Attribute>")
-            .find(|a| a.contains("<Name>ApproximateNumberOfMessages</Name>"))
-            .and_then(|a| tag(a, "Value"))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        let left = queue_count(&addr, &queue, "ApproximateNumberOfMessages")
+            + queue_count(&addr, &queue, "ApproximateNumberOfMessagesNotVisible");
+        let dead = queue_count(&addr, &dlq, "ApproximateNumberOfMessages");
         if left == 0 && dead == 1 {
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(40),
-            "messages left: {left}, dead-lettered: {dead}\n{xml}"
+            "messages left: {left}, dead-lettered: {dead}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -181,15 +181,25 @@ impl Drop for Killed {
 }
 
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> u16 {
-    http_body(addr, method, path, body).0
+    http_body(addr, method, path, &[], body).0
 }
 
-/// A plain HTTP/1.1 request: status code and body.
-pub fn http_body(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+/// A plain HTTP/1.1 request with extra headers: status code and body.
+pub fn http_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -201,12 +211,11 @@ pub fn http_body(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Str
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (
-        code,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// moto's S3 server on a free loopback port; fails loudly if it does not come up.

@@ -51,6 +51,19 @@ pub const CREDENTIALS_EXPIRY_SECONDS: &str = "imerg_credentials_expiry_seconds";
 /// Requests to operator RPCs rejected for a missing or wrong token.
 pub const UNAUTHENTICATED: &str = "imerg_unauthenticated_requests_total";
 
+/// SQS messages handled, by `outcome` (deleted, kept, delete_failed) and `reason` (for kept:
+/// malformed, unknown_shape, not_hdf5, truncated, layout, missing, ...; "" otherwise).
+pub const SQS_MESSAGES: &str = "imerg_sqs_messages_total";
+/// End-to-end lag of a notification: from the queue's SentTimestamp to the message's deletion
+/// (its granules durable in the store).
+pub const SQS_MESSAGE_LAG_SECONDS: &str = "imerg_sqs_message_lag_seconds";
+/// Receive calls to SQS that failed (queue unreachable, permissions); readiness fails meanwhile.
+pub const SQS_RECEIVE_ERRORS: &str = "imerg_sqs_receive_errors_total";
+/// Visibility extensions of messages still in flight.
+pub const SQS_VISIBILITY_EXTENSIONS: &str = "imerg_sqs_visibility_extensions_total";
+/// Messages being processed by the listener (received, not yet deleted or released).
+pub const SQS_IN_FLIGHT: &str = "imerg_sqs_messages_in_flight";
+
 /// Registers help texts and units with the installed recorder.
 pub fn describe_all() {
     describe_counter!(
@@ -111,6 +124,18 @@ pub fn describe_all() {
         UNAUTHENTICATED,
         "Operator requests rejected for a missing or wrong token"
     );
+    describe_counter!(SQS_MESSAGES, "SQS messages handled, by outcome and reason");
+    describe_histogram!(
+        SQS_MESSAGE_LAG_SECONDS,
+        Unit::Seconds,
+        "From a notification's SentTimestamp to its deletion (granules durable)"
+    );
+    describe_counter!(SQS_RECEIVE_ERRORS, "Failed SQS receive calls");
+    describe_counter!(
+        SQS_VISIBILITY_EXTENSIONS,
+        "Visibility extensions of in-flight messages"
+    );
+    describe_gauge!(SQS_IN_FLIGHT, "SQS messages being processed");
 }
 
 /// Every metric name, for checks that alert rules and dashboards only use exported metrics.
@@ -138,4 +163,9 @@ pub const ALL: &[&str] = &[
     GRANULES_PRESENT,
     CREDENTIALS_EXPIRY_SECONDS,
     UNAUTHENTICATED,
+    SQS_MESSAGES,
+    SQS_MESSAGE_LAG_SECONDS,
+    SQS_RECEIVE_ERRORS,
+    SQS_VISIBILITY_EXTENSIONS,
+    SQS_IN_FLIGHT,
 ];

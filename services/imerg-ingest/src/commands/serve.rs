@@ -255,12 +255,16 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ];
     let counts = [1.0, 2.0, 5.0, 10.0, 24.0, 48.0, 96.0, 240.0, 480.0, 960.0];
+    let lag = [
+        0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    ];
     let full = metrics_exporter_prometheus::Matcher::Full;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(full(m::FETCH_SECONDS.into()), &seconds)?
         .set_buckets_for_metric(full(m::PARSE_SECONDS.into()), &seconds)?
         .set_buckets_for_metric(full(m::COMMIT_SECONDS.into()), &seconds)?
         .set_buckets_for_metric(full(m::BATCH_GRANULES.into()), &counts)?
+        .set_buckets_for_metric(full(m::SQS_MESSAGE_LAG_SECONDS.into()), &lag)?
         .install_recorder()
         .context("installing the metrics recorder")?;
     m::describe_all();

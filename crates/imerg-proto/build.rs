@@ -2,7 +2,9 @@
 //! plus a file descriptor set that the servers publish through gRPC reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not compiled in (env!): a build script compiled in one checkout and
+    // reused from a shared target directory by another must not point back at the first.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<_> = ["granule", "worker", "commit", "ingest"]
         .iter()
         .map(|f| root.join(format!("imerg/ingest/v1/{f}.proto")))

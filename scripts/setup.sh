@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing imerg-ingest needs on a fresh Debian machine, idempotently:
-#   system packages: libhdf5-dev + pkg-config (HDF5 1.10 for hdf5-metno), protobuf-compiler (gRPC codegen)
+#   system packages: libhdf5-dev + pkg-config (HDF5 1.10 for hdf5-metno), protobuf-compiler (gRPC codegen),
+#   prometheus (promtool, for tests/deploy)
 #   with --python: a Python 3.12 venv with the real reader stack (tests/python/requirements.txt)
 # Source it (`. scripts/setup.sh [--python]`) to get CARGO_TARGET_DIR and IMERG_PYTHON exported.
 set -euo pipefail
@@ -12,6 +13,8 @@ _need_apt=()
 for pkg in libhdf5-dev pkg-config protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || _need_apt+=("$pkg")
 done
+# promtool, for the alert-rule checks of the deployment test (Debian ships it in prometheus).
+command -v promtool >/dev/null 2>&1 || _need_apt+=(prometheus)
 if [ "${#_need_apt[@]}" -gt 0 ]; then
   echo "setup: installing system packages: ${_need_apt[*]}" >&2
   _sudo=""; [ "$(id -u)" -eq 0 ] || _sudo="sudo"

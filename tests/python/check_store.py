@@ -2,7 +2,8 @@
 
 Usage: check_store.py EXPECT.json
 
-EXPECT.json: {"repo": dir, "container": "file:///.../" or "s3://bucket/", "time_len": N,
+EXPECT.json: {"repo": dir (or "repo_s3": {"bucket", "prefix", "endpoint_url", "region"} with
+              "s3_credentials"), "container": "file:///.../" or "s3://bucket/", "time_len": N,
               "s3_credentials": {"access_key_id", "secret_access_key"} (for s3 containers),
               "present": [{"time_index": i, "start": "RFC3339", "path": "/abs/granule.HDF5"}, ...],
               "gaps": [i, ...]}
@@ -33,7 +34,20 @@ VARIABLES = [
 
 def main() -> None:
     expect = json.load(open(sys.argv[1]))
-    storage = ic.local_filesystem_storage(expect["repo"])
+    if "repo_s3" in expect:
+        r, c = expect["repo_s3"], expect["s3_credentials"]
+        storage = ic.s3_storage(
+            bucket=r["bucket"],
+            prefix=r["prefix"],
+            endpoint_url=r["endpoint_url"],
+            region=r["region"],
+            allow_http=True,
+            force_path_style=True,
+            access_key_id=c["access_key_id"],
+            secret_access_key=c["secret_access_key"],
+        )
+    else:
+        storage = ic.local_filesystem_storage(expect["repo"])
     if "s3_credentials" in expect:
         c = expect["s3_credentials"]
         container_creds = ic.s3_credentials(

@@ -831,6 +831,7 @@ impl Dataset {
         let session = store.session();
         let mut s = session.write().await;
         let expected = s.snapshot_id().to_string();
+        imerg_crashpoint::reached(imerg_crashpoint::DURING_COMMIT);
         let result = s
             .commit(message)
             .properties(props)

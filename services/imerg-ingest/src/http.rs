@@ -1,5 +1,6 @@
 //! HTTP endpoints for operators and Kubernetes: `/metrics` (Prometheus text format), `/healthz`
-//! (the process is alive and serving) and `/readyz` (the repository answers within 5 s).
+//! (the process is alive and serving) and `/readyz` (the repository answers within 5 s, and the
+//! SQS queue answered the listener's last call).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub struct State {
     pub prometheus: PrometheusHandle,
     /// The repository, for roles that use it (readiness checks it).
     pub dataset: Option<Arc<Dataset>>,
+    /// The SQS listener's view of its queue, when this process listens.
+    pub queue: Option<Arc<imerg_listener::QueueHealth>>,
 }
 
 async fn metrics_text(AxumState(s): AxumState<State>) -> String {
@@ -28,6 +31,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
+    if let Some(Err(e)) = s.queue.as_ref().map(|q| q.check()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("SQS queue unreachable: {e}\n"),
+        );
+    }
     let Some(dataset) = s.dataset else {
         return (
             StatusCode::OK,

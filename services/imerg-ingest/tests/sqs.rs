@@ -2,219 +2,192 @@
 //! granules uploaded to it, `serve`'s listener receiving the S3 events (and the s3:TestEvent),
 //! the granules landing in the store, processed messages deleted, an object of another product
 //! ignored, and a poison message moved to the dead-letter queue by the redrive policy while the
-//! listener keeps going.
+//! listener keeps going. The end-to-end test runs as in production: two days uploaded in random
+//! order (some twice), the repository on the same S3, references to `s3://` URLs, and the
+//! Python reader comparing the store with the source files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::{Server, bin, http, http_body, moto, python, synth};
+use common::aws::{ENVS, Stack, metric};
+use common::{Server, check_store, present, python, synth};
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// An SQS query-protocol request; the credential scope tells moto which service it is for.
-fn sqs_query(addr: &str, form: &str) -> (u16, String) {
-    http_body(
-        addr,
-        "POST",
-        "/",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            (
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
-            ),
-        ],
-        form.as_bytes(),
+fn keys(start: &str, end: &str) -> Vec<String> {
+    let profile = imerg_catalog::ProductProfile::final_v07b();
+    let range = imerg_catalog::TimeRange::new(
+        imerg_catalog::parse_time(start).unwrap(),
+        imerg_catalog::parse_time(end).unwrap(),
     )
+    .unwrap();
+    profile.expected(range).map(|g| g.key).collect()
 }
 
-/// An approximate message count of a queue (`ApproximateNumberOfMessages`, ...).
-fn queue_count(addr: &str, queue: &str, attribute: &str) -> u64 {
-    let (_, xml) = sqs_query(
-        addr,
-        &format!(
-            "Action=GetQueueAttributes&QueueUrl={}&AttributeName.1=All",
-            enc(queue)
-        ),
-    );
-    xml.split("<Attribute>")
-        .find(|a| a.contains(&format!("<Name>{attribute}</Name>")))
-        .and_then(|a| tag(a, "Value"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {attribute} in {xml}"))
-}
-
-fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{name}>"))? + start;
-    Some(&xml[start..end])
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 #[test]
 fn granules_announced_on_sqs_are_ingested_and_their_messages_deleted() {
     let py = python();
-    let (_moto, addr) = moto(&py);
+    let stack = Stack::start(&py, 2);
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("copy");
     synth(&local, "2024-02-01T00:00", "2024-02-01T01:30");
-    assert_eq!(http(&addr, "PUT", "/imerg-src", b""), 200);
-    // The queue, its dead-letter queue (after 2 receives), and the bucket's notifications to it.
-    let queue_url = |xml: &str| tag(xml, "QueueUrl").unwrap().to_string();
-    let dlq = queue_url(&sqs_query(&addr, "Action=CreateQueue&QueueName=granules-dlq").1);
-    let (code, xml) = sqs_query(&addr, "Action=CreateQueue&QueueName=granules");
-    assert_eq!(code, 200, "{xml}");
-    let queue = queue_url(&xml);
-    let redrive = r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:granules-dlq","maxReceiveCount":"2"}"#;
-    let (code, xml) = sqs_query(
-        &addr,
-        &format!(
-            "Action=SetQueueAttributes&QueueUrl={}&Attribute.1.Name=RedrivePolicy&Attribute.1.Value={}",
-            enc(&queue),
-            enc(redrive)
-        ),
-    );
-    assert_eq!(code, 200, "{xml}");
-    let notification = r#"<?xml version="1.0" encoding="UTF-8"?><NotificationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><QueueConfiguration><Id>granules</Id><Queue>arn:aws:sqs:us-east-1:123456789012:granules</Queue><Event>s3:ObjectCreated:*</Event></QueueConfiguration></NotificationConfiguration>"#;
-    assert_eq!(
-        http(
-            &addr,
-            "PUT",
-            "/imerg-src?notification",
-            notification.as_bytes()
-        ),
-        200
-    );
-    let profile = imerg_catalog::ProductProfile::final_v07b();
-    let range = imerg_catalog::TimeRange::new(
-        imerg_catalog::parse_time("2024-02-01T00:00").unwrap(),
-        imerg_catalog::parse_time("2024-02-01T01:30").unwrap(),
-    )
-    .unwrap();
-    let keys: Vec<String> = profile.expected(range).map(|g| g.key).collect();
     // Uploads: the bucket notifies the queue (one S3 event per object), plus an object of
     // another product and a poison message that is not JSON.
-    for k in &keys {
-        let body = std::fs::read(local.join(k)).unwrap();
-        assert_eq!(http(&addr, "PUT", &format!("/imerg-src/{k}"), &body), 200);
+    for k in keys("2024-02-01T00:00", "2024-02-01T01:30") {
+        stack.put(&k, &std::fs::read(local.join(&k)).unwrap());
     }
-    assert_eq!(
-        http(
-            &addr,
-            "PUT",
-            "/imerg-src/GPM_L3/GPM_3IMERGHHL.07/2024/032/other-product.RT-H5",
-            b"x"
-        ),
-        200
-    );
-    let (code, xml) = sqs_query(
-        &addr,
-        &format!(
-            "Action=SendMessage&QueueUrl={}&MessageBody={}",
-            enc(&queue),
-            enc("{this is not json")
-        ),
-    );
-    assert_eq!(code, 200, "{xml}");
+    stack.put("GPM_L3/GPM_3IMERGHHL.07/2024/032/other-product.RT-H5", b"x");
+    stack.send("{this is not json");
 
-    let endpoint = format!("http://{addr}");
-    let server = Server::spawn(
-        dir.path(),
-        &[
-            "--watch",
-            "false",
-            "--source",
-            "s3://imerg-src",
-            "--source-endpoint",
-            &endpoint,
-            "--source-region",
-            "us-east-1",
-            "--sqs-queue-url",
-            &queue,
-            "--sqs-endpoint",
-            &endpoint,
-            "--sqs-region",
-            "us-east-1",
-            "--sqs-wait-seconds",
-            "1",
-            "--sqs-visibility-timeout",
-            "2",
-            "--batch-age",
-            "300ms",
-        ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let server = Server::spawn(dir.path(), &args(&stack.serve_args(false)), ENVS);
     let repo = dir.path().join("repo");
-    let t0 = Instant::now();
+    let t0 = std::time::Instant::now();
     loop {
-        let out = bin()
+        let out = common::bin()
             .args(["status", "--json", "--repo"])
             .arg(&repo)
             .output()
             .unwrap();
         if out.status.success() {
             let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if st["granules_present"] == 3 {
+            if st["granules_present"] == 3 && stack.pending() == 0 && stack.dead() == 1 {
                 break;
             }
         }
         assert!(
             t0.elapsed() < Duration::from_secs(90),
-            "the granules did not arrive"
+            "not done: pending {}, dead-lettered {}",
+            stack.pending(),
+            stack.dead()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The processed messages are deleted; the poison one reaches the dead-letter queue.
-    let t0 = Instant::now();
-    loop {
-        let left = queue_count(&addr, &queue, "ApproximateNumberOfMessages")
-            + queue_count(&addr, &queue, "ApproximateNumberOfMessagesNotVisible");
-        let dead = queue_count(&addr, &dlq, "ApproximateNumberOfMessages");
-        if left == 0 && dead == 1 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(40),
-            "messages left: {left}, dead-lettered: {dead}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_eq!(stack.dead_bodies(), vec!["{this is not json".to_string()]);
+    let (code, ready) = server.get("/readyz");
+    assert_eq!(code, 200, "{ready}");
     let (_, metrics) = server.get("/metrics");
     assert!(
-        metrics.contains("imerg_granules_rejected_total{reason=\"malformed_json\"}"),
+        metric(
+            &metrics,
+            "imerg_granules_rejected_total{reason=\"malformed_json\"}"
+        ) >= 1.0,
         "{metrics}"
     );
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    assert!(
+        metric(
+            &metrics,
+            "imerg_sqs_messages_total{outcome=\"kept\",reason=\"malformed_json\"}"
+        ) >= 2.0,
+        "received twice before the redrive: {metrics}"
+    );
     // At least once: a message may be redelivered, never lost.
     assert!(
-        value("imerg_granules_received_total{source=\"sqs\"}") >= 3.0,
+        metric(&metrics, "imerg_granules_received_total{source=\"sqs\"}") >= 3.0,
         "{metrics}"
     );
     assert!(
-        value("imerg_granules_received_total{source=\"sqs_ignored\"}") >= 1.0,
+        metric(
+            &metrics,
+            "imerg_granules_received_total{source=\"sqs_ignored\"}"
+        ) >= 1.0,
         "{metrics}"
+    );
+    // The granule messages and the other product's (ignored) were deleted; their lag recorded.
+    assert!(
+        metric(
+            &metrics,
+            "imerg_sqs_messages_total{outcome=\"deleted\",reason=\"\"}"
+        ) >= 4.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "imerg_sqs_message_lag_seconds_count") >= 4.0,
+        "{metrics}"
+    );
+}
+
+/// Two days uploaded in random order, ten of them twice, with the repository on S3: the store
+/// the Python reader opens equals the source files, the queue drains, commits are batched.
+#[test]
+fn two_days_shuffled_and_duplicated_end_to_end_on_s3() {
+    let py = python();
+    let stack = Stack::start(&py, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    // Deflate level 1 keeps the generator fast; the layout is the same at any level.
+    let out = common::bin()
+        .args([
+            "synth",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-03",
+            "--deflate-level",
+            "1",
+            "--out",
+        ])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut all = keys("2024-02-01", "2024-02-03");
+    assert_eq!(all.len(), 96);
+    // A fixed shuffle (LCG), then ten keys again: S3 notifies every upload.
+    let mut x: u64 = 0x5eed;
+    for i in (1..all.len()).rev() {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        all.swap(i, usize::try_from(x >> 33).unwrap() % (i + 1));
+    }
+    let mut uploads = all.clone();
+    uploads.extend(all.iter().step_by(9).take(10).cloned());
+    // The service runs while the uploads arrive, as it would in production.
+    let server = Server::spawn(dir.path(), &args(&stack.serve_args(true)), ENVS);
+    for k in &uploads {
+        stack.put(k, &std::fs::read(local.join(k)).unwrap());
+    }
+    let st = stack.wait_until(Duration::from_secs(240), 0, |s| s["granules_present"] == 96);
+    assert_eq!(st["gaps"], serde_json::json!([]), "{st}");
+    assert_eq!(st["first_granule"], "2024-02-01T00:00:00Z", "{st}");
+    assert_eq!(st["last_granule"], "2024-02-02T23:30:00Z", "{st}");
+    let commits = st["commits"].as_u64().unwrap();
+    assert!(
+        commits <= 40,
+        "{commits} commits for 96 granules: not batched"
+    );
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metric(
+            &metrics,
+            "imerg_granules_committed_total{outcome=\"added\"}"
+        ) == 96.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "imerg_granules_received_total{source=\"sqs\"}") >= 106.0,
+        "{metrics}"
+    );
+    drop(server);
+    check_store(
+        dir.path(),
+        &serde_json::json!({
+            "repo_s3": {
+                "bucket": common::aws::REPO_BUCKET,
+                "prefix": "store",
+                "endpoint_url": stack.endpoint(),
+                "region": "us-east-1",
+            },
+            "container": "s3://imerg-src/",
+            "s3_credentials": {"access_key_id": "test", "secret_access_key": "test"},
+            "time_len": st["time_len"],
+            "present": present(&local, &[("2024-02-01", "2024-02-03")]),
+            "gaps": [],
+        }),
     );
 }

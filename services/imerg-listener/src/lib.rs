@@ -117,7 +117,10 @@ pub async fn handle_body(
     for key in keys {
         metrics::counter!(m::GRANULES_RECEIVED, "source" => "sqs").increment(1);
         let refs = match worker.virtualize(&key).await {
-            Ok(r) => r,
+            Ok(r) => {
+                imerg_crashpoint::reached(imerg_crashpoint::AFTER_VIRTUALIZE);
+                r
+            }
             Err(e) => {
                 return MessageOutcome::Keep {
                     reason: e.reason().into(),
@@ -136,45 +139,124 @@ pub async fn handle_body(
     MessageOutcome::Done { granules: done }
 }
 
+/// What the listener last learned about its queue, for the readiness endpoint.
+#[derive(Debug, Default)]
+pub struct QueueHealth {
+    /// None until the first call answered; then the last call's error, if any.
+    last: std::sync::Mutex<Option<Result<(), String>>>,
+}
+
+impl QueueHealth {
+    fn set(&self, r: Result<(), String>) {
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some(r);
+        }
+    }
+
+    /// Ok when the last call to the queue succeeded.
+    pub fn check(&self) -> Result<(), String> {
+        match self.last.lock().map(|g| g.clone()) {
+            Ok(Some(r)) => r,
+            Ok(None) => Err("the SQS queue has not answered yet".into()),
+            Err(_) => Err("queue health lock poisoned".into()),
+        }
+    }
+}
+
 /// Long-polls the queue until `shutdown`; in-flight messages finish (or are left undeleted).
 pub async fn run(
     cfg: SqsConfig,
     profile: Arc<ProductProfile>,
     worker: Arc<dyn Worker>,
     appender: Arc<dyn Appender>,
+    health: Arc<QueueHealth>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let sqs = client(&cfg).await;
+    // One cheap call first: a wrong queue URL or missing permission shows at start (and in
+    // readiness), not after the first long poll.
+    match sqs
+        .get_queue_attributes()
+        .queue_url(&cfg.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+    {
+        Ok(a) => {
+            health.set(Ok(()));
+            let depth = a
+                .attributes
+                .as_ref()
+                .and_then(|m| {
+                    m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                })
+                .cloned()
+                .unwrap_or_default();
+            tracing::info!(queue = %cfg.queue_url, depth, "SQS listener started");
+        }
+        Err(e) => {
+            let e = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+            metrics::counter!(m::SQS_RECEIVE_ERRORS).increment(1);
+            tracing::error!(queue = %cfg.queue_url, error = %e, "the SQS queue does not answer; retrying");
+            health.set(Err(e));
+        }
+    }
     let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1)));
     let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut backoff = Duration::from_millis(500);
     loop {
         if *shutdown.borrow() {
             break;
         }
+        // Receive only what can be processed now: messages wait in the queue, not in memory.
+        let free = permits
+            .available_permits()
+            .min(usize::try_from(cfg.max_messages.clamp(1, 10)).unwrap_or(10));
+        if free == 0 {
+            let _ = in_flight.next().await;
+            continue;
+        }
         let receive = sqs
             .receive_message()
             .queue_url(&cfg.queue_url)
-            .max_number_of_messages(cfg.max_messages)
+            .max_number_of_messages(i32::try_from(free).unwrap_or(1))
             .wait_time_seconds(cfg.wait_seconds)
             .visibility_timeout(cfg.visibility_timeout)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+            )
             .send();
         let resp = tokio::select! {
             r = receive => r,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let messages = match resp {
-            Ok(r) => r.messages.unwrap_or_default(),
+            Ok(r) => {
+                health.set(Ok(()));
+                backoff = Duration::from_millis(500);
+                r.messages.unwrap_or_default()
+            }
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving from SQS failed; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                let e = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+                metrics::counter!(m::SQS_RECEIVE_ERRORS).increment(1);
+                tracing::warn!(error = %e, retry_in = ?backoff, "receiving from SQS failed");
+                health.set(Err(e));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
+        if !messages.is_empty() {
+            imerg_crashpoint::reached(imerg_crashpoint::AFTER_RECEIVE);
+        }
         for msg in messages {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
             };
-            let (sqs, cfg, profile, worker, appender) = (
+            let ctx = (
                 sqs.clone(),
                 cfg.clone(),
                 Arc::clone(&profile),
@@ -183,49 +265,7 @@ pub async fn run(
             );
             in_flight.push(tokio::spawn(async move {
                 let _permit = permit;
-                let id = msg.message_id.clone().unwrap_or_default();
-                let Some(receipt) = msg.receipt_handle.clone() else { return };
-                let body = msg.body.clone().unwrap_or_default();
-                let extender = {
-                    let (sqs, cfg, receipt) = (sqs.clone(), cfg.clone(), receipt.clone());
-                    tokio::spawn(async move {
-                        let started = tokio::time::Instant::now();
-                        loop {
-                            tokio::time::sleep(cfg.extend_every).await;
-                            if started.elapsed() >= cfg.visibility_cap {
-                                return;
-                            }
-                            let _ = sqs
-                                .change_message_visibility()
-                                .queue_url(&cfg.queue_url)
-                                .receipt_handle(&receipt)
-                                .visibility_timeout(cfg.visibility_timeout)
-                                .send()
-                                .await;
-                        }
-                    })
-                };
-                let outcome = handle_body(&body, &profile, worker.as_ref(), appender.as_ref()).await;
-                extender.abort();
-                match outcome {
-                    MessageOutcome::Done { granules } => {
-                        match sqs
-                            .delete_message()
-                            .queue_url(&cfg.queue_url)
-                            .receipt_handle(&receipt)
-                            .send()
-                            .await
-                        {
-                            Ok(_) => tracing::info!(message_id = %id, granules, "message done and deleted"),
-                            Err(e) => tracing::warn!(message_id = %id, error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
-                                "deleting a processed message failed; it will be redelivered (idempotent)"),
-                        }
-                    }
-                    MessageOutcome::Keep { reason, message } => {
-                        tracing::warn!(message_id = %id, %reason, error = %message,
-                            "message left on the queue (retried, then dead-lettered)");
-                    }
-                }
+                handle_message(msg, ctx).await;
             }));
         }
         // Reap finished handlers without waiting.
@@ -233,4 +273,104 @@ pub async fn run(
     }
     while in_flight.next().await.is_some() {}
     tracing::info!("SQS listener stopped");
+}
+
+type Ctx = (
+    Client,
+    SqsConfig,
+    Arc<ProductProfile>,
+    Arc<dyn Worker>,
+    Arc<dyn Appender>,
+);
+
+/// One message: extend its visibility while its granules are processed, delete it once they are
+/// durable, or leave it for a retry and the redrive policy.
+async fn handle_message(
+    msg: aws_sdk_sqs::types::Message,
+    (sqs, cfg, profile, worker, appender): Ctx,
+) {
+    let id = msg.message_id.clone().unwrap_or_default();
+    let Some(receipt) = msg.receipt_handle.clone() else {
+        return;
+    };
+    let sent_ms: Option<i64> = msg
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
+        .and_then(|v| v.parse().ok());
+    let body = msg.body.clone().unwrap_or_default();
+    metrics::gauge!(m::SQS_IN_FLIGHT).increment(1.0);
+    let extender = {
+        let (sqs, cfg, receipt) = (sqs.clone(), cfg.clone(), receipt.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(cfg.extend_every).await;
+                if started.elapsed() >= cfg.visibility_cap {
+                    return;
+                }
+                let r = sqs
+                    .change_message_visibility()
+                    .queue_url(&cfg.queue_url)
+                    .receipt_handle(&receipt)
+                    .visibility_timeout(cfg.visibility_timeout)
+                    .send()
+                    .await;
+                if r.is_ok() {
+                    metrics::counter!(m::SQS_VISIBILITY_EXTENSIONS).increment(1);
+                }
+            }
+        })
+    };
+    let outcome = handle_body(&body, &profile, worker.as_ref(), appender.as_ref()).await;
+    extender.abort();
+    match outcome {
+        MessageOutcome::Done { granules } => {
+            imerg_crashpoint::reached(imerg_crashpoint::AFTER_COMMIT);
+            match sqs
+                .delete_message()
+                .queue_url(&cfg.queue_url)
+                .receipt_handle(&receipt)
+                .send()
+                .await
+            {
+                Ok(_) => {
+                    metrics::counter!(m::SQS_MESSAGES, "outcome" => "deleted", "reason" => "")
+                        .increment(1);
+                    if let Some(sent) = sent_ms {
+                        let lag_ms = chrono_now_ms().saturating_sub(sent).max(0);
+                        metrics::histogram!(m::SQS_MESSAGE_LAG_SECONDS)
+                            .record(lag_ms as f64 / 1000.0);
+                    }
+                    tracing::info!(message_id = %id, granules, "message done and deleted");
+                }
+                Err(e) => {
+                    metrics::counter!(m::SQS_MESSAGES, "outcome" => "delete_failed", "reason" => "")
+                        .increment(1);
+                    tracing::warn!(message_id = %id, error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                        "deleting a processed message failed; it will be redelivered (idempotent)");
+                }
+            }
+        }
+        MessageOutcome::Keep { reason, message } => {
+            metrics::counter!(m::SQS_MESSAGES, "outcome" => "kept", "reason" => reason.clone())
+                .increment(1);
+            tracing::warn!(message_id = %id, %reason, error = %message, body = %truncate(&body, 512),
+                "message left on the queue (retried, then dead-lettered)");
+        }
+    }
+    metrics::gauge!(m::SQS_IN_FLIGHT).decrement(1.0);
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }

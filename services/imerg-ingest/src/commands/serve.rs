@@ -469,11 +469,14 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
         .await
         .with_context(|| format!("binding HTTP on {}", args.http_addr))?;
     let http_addr = http_listener.local_addr()?;
+    let queue_health = (args.sqs_queue_url.is_some() && roles.listener)
+        .then(|| Arc::new(imerg_listener::QueueHealth::default()));
     let http = tokio::spawn(crate::http::serve(
         http_listener,
         crate::http::State {
             prometheus,
             dataset: dataset.clone(),
+            queue: queue_health.clone(),
         },
         shutdown_rx.clone(),
     ));
@@ -512,8 +515,8 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
     };
 
     // The SQS listener.
-    let sqs = match (&args.sqs_queue_url, roles.listener, &worker, &appender) {
-        (Some(url), true, Some(w), Some(a)) => {
+    let sqs = match (&args.sqs_queue_url, &queue_health, &worker, &appender) {
+        (Some(url), Some(health), Some(w), Some(a)) => {
             let mut c = imerg_listener::SqsConfig::new(url.clone());
             c.endpoint_url = args.sqs_endpoint.clone();
             c.region = args.sqs_region.clone();
@@ -526,6 +529,7 @@ async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> 
                 Arc::clone(&profile),
                 Arc::clone(w),
                 Arc::clone(a),
+                Arc::clone(health),
                 shutdown_rx.clone(),
             )))
         }

@@ -9,8 +9,14 @@ use imerg_dataset::{Dataset, RepoLocation};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Repository directory (or s3://bucket/prefix).
-    #[arg(long)]
+    #[arg(long, env = "IMERG_REPO")]
     repo: String,
+    /// S3-compatible endpoint of an s3:// repository (a local server); default AWS.
+    #[arg(long, env = "IMERG_REPO_ENDPOINT")]
+    repo_endpoint: Option<String>,
+    /// Region of an s3:// repository.
+    #[arg(long, env = "IMERG_REPO_REGION")]
+    repo_region: Option<String>,
     /// Print the status as one JSON object.
     #[arg(long)]
     json: bool,
@@ -28,7 +34,15 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let st = rt.block_on(async {
-        let ds = Dataset::open(&RepoLocation::parse(&args.repo, None, None), profile).await?;
+        let ds = Dataset::open(
+            &RepoLocation::parse(
+                &args.repo,
+                args.repo_region.clone(),
+                args.repo_endpoint.clone(),
+            ),
+            profile,
+        )
+        .await?;
         ds.status().await
     })?;
     if args.json {

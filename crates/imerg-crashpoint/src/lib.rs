@@ -1,0 +1,128 @@
+//! Named crash points for the crash-safety tests. The service calls [`reached`] at the points
+//! where a crash matters (after a message is received, after a granule is virtualized, during a
+//! commit, after a commit before the message is deleted). When the environment variable
+//! `IMERG_CRASH_AT` names that point, the process kills itself with SIGKILL there: no destructors,
+//! no flush, no graceful shutdown, exactly like an OOM kill or a node loss.
+//!
+//! `IMERG_CRASH_AT=POINT[@N][+MS]`: crash the N-th time (default 1) POINT is reached, MS
+//! milliseconds later (default 0; the kill then comes from another thread while the caller goes
+//! on, e.g. into the commit it was about to make). Unset in production: [`reached`] is then one
+//! relaxed atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The environment variable that arms a crash point.
+pub const ENV: &str = "IMERG_CRASH_AT";
+
+/// After the listener received a batch of messages, before it handles any of them.
+pub const AFTER_RECEIVE: &str = "after_receive";
+/// After a granule was virtualized, before it is handed to the committer.
+pub const AFTER_VIRTUALIZE: &str = "after_virtualize";
+/// When the committer starts writing a commit (use `+MS` to land inside it).
+pub const DURING_COMMIT: &str = "during_commit";
+/// After a message's granules are durable, before the message is deleted.
+pub const AFTER_COMMIT: &str = "after_commit";
+
+/// Every point the service defines.
+pub const ALL: &[&str] = &[AFTER_RECEIVE, AFTER_VIRTUALIZE, DURING_COMMIT, AFTER_COMMIT];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Spec {
+    point: String,
+    nth: u64,
+    delay: Duration,
+}
+
+fn parse(s: &str) -> Option<Spec> {
+    let (rest, delay) = match s.split_once('+') {
+        Some((r, ms)) => (r, Duration::from_millis(ms.trim().parse().ok()?)),
+        None => (s, Duration::ZERO),
+    };
+    let (point, nth) = match rest.split_once('@') {
+        Some((p, n)) => (p, n.trim().parse().ok()?),
+        None => (rest, 1),
+    };
+    let point = point.trim();
+    (!point.is_empty() && nth > 0).then(|| Spec {
+        point: point.into(),
+        nth,
+        delay,
+    })
+}
+
+fn spec() -> Option<&'static Spec> {
+    static SPEC: OnceLock<Option<Spec>> = OnceLock::new();
+    SPEC.get_or_init(|| std::env::var(ENV).ok().as_deref().and_then(parse))
+        .as_ref()
+}
+
+/// Marks that the service reached `point`; SIGKILLs the process if `IMERG_CRASH_AT` says so.
+pub fn reached(point: &str) {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let Some(spec) = spec() else { return };
+    if spec.point != point {
+        return;
+    }
+    let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    if n != spec.nth {
+        return;
+    }
+    eprintln!(
+        "imerg-ingest: crash point {point} reached (#{n}): SIGKILL in {} ms",
+        spec.delay.as_millis()
+    );
+    if spec.delay.is_zero() {
+        kill_self();
+    } else {
+        let delay = spec.delay;
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            kill_self();
+        });
+    }
+}
+
+fn kill_self() {
+    // SAFETY: kill(2) on our own pid with a valid signal number; it has no memory effects.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_point_count_and_delay() {
+        assert_eq!(
+            parse("during_commit@2+20"),
+            Some(Spec {
+                point: "during_commit".into(),
+                nth: 2,
+                delay: Duration::from_millis(20)
+            })
+        );
+        assert_eq!(
+            parse("after_receive"),
+            Some(Spec {
+                point: "after_receive".into(),
+                nth: 1,
+                delay: Duration::ZERO
+            })
+        );
+        assert_eq!(parse("x@0"), None);
+        assert_eq!(parse("x@two"), None);
+        assert_eq!(parse(""), None);
+    }
+
+    #[test]
+    fn unarmed_points_do_nothing() {
+        // IMERG_CRASH_AT is not set for unit tests: reaching a point returns.
+        for p in ALL {
+            reached(p);
+        }
+    }
+}

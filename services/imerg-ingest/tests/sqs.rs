@@ -13,17 +13,7 @@ use std::time::Duration;
 mod common;
 
 use common::aws::{ENVS, Stack, metric};
-use common::{Server, check_store, present, python, synth};
-
-fn keys(start: &str, end: &str) -> Vec<String> {
-    let profile = imerg_catalog::ProductProfile::final_v07b();
-    let range = imerg_catalog::TimeRange::new(
-        imerg_catalog::parse_time(start).unwrap(),
-        imerg_catalog::parse_time(end).unwrap(),
-    )
-    .unwrap();
-    profile.expected(range).map(|g| g.key).collect()
-}
+use common::{Server, check_store, keys, python, synth};
 
 fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
@@ -176,18 +166,6 @@ fn two_days_shuffled_and_duplicated_end_to_end_on_s3() {
     drop(server);
     check_store(
         dir.path(),
-        &serde_json::json!({
-            "repo_s3": {
-                "bucket": common::aws::REPO_BUCKET,
-                "prefix": "store",
-                "endpoint_url": stack.endpoint(),
-                "region": "us-east-1",
-            },
-            "container": "s3://imerg-src/",
-            "s3_credentials": {"access_key_id": "test", "secret_access_key": "test"},
-            "time_len": st["time_len"],
-            "present": present(&local, &[("2024-02-01", "2024-02-03")]),
-            "gaps": [],
-        }),
+        &stack.expect(&local, &[("2024-02-01", "2024-02-03")], &st),
     );
 }

@@ -326,7 +326,9 @@ async fn handle_message(
     extender.abort();
     match outcome {
         MessageOutcome::Done { granules } => {
-            imerg_crashpoint::reached(imerg_crashpoint::AFTER_COMMIT);
+            if granules > 0 {
+                imerg_crashpoint::reached(imerg_crashpoint::AFTER_COMMIT);
+            }
             match sqs
                 .delete_message()
                 .queue_url(&cfg.queue_url)
@@ -337,12 +339,12 @@ async fn handle_message(
                 Ok(_) => {
                     metrics::counter!(m::SQS_MESSAGES, "outcome" => "deleted", "reason" => "")
                         .increment(1);
-                    if let Some(sent) = sent_ms {
-                        let lag_ms = chrono_now_ms().saturating_sub(sent).max(0);
-                        metrics::histogram!(m::SQS_MESSAGE_LAG_SECONDS)
-                            .record(lag_ms as f64 / 1000.0);
+                    let lag_seconds = sent_ms
+                        .map(|sent| chrono_now_ms().saturating_sub(sent).max(0) as f64 / 1000.0);
+                    if let Some(lag) = lag_seconds {
+                        metrics::histogram!(m::SQS_MESSAGE_LAG_SECONDS).record(lag);
                     }
-                    tracing::info!(message_id = %id, granules, "message done and deleted");
+                    tracing::info!(message_id = %id, granules, lag_seconds, "message done and deleted");
                 }
                 Err(e) => {
                     metrics::counter!(m::SQS_MESSAGES, "outcome" => "delete_failed", "reason" => "")

@@ -285,6 +285,31 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// check_store.py's expectations for the repository on this stack's S3 (status `st`), every
+    /// granule of `ranges` present with its source file under `local`, no gaps.
+    pub fn expect(
+        &self,
+        local: &Path,
+        ranges: &[(&str, &str)],
+        st: &serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "repo_s3": {
+                "bucket": REPO_BUCKET,
+                "prefix": "store",
+                "endpoint_url": self.endpoint(),
+                "region": "us-east-1",
+            },
+            "container": "s3://imerg-src/",
+            "s3_credentials": {"access_key_id": "test", "secret_access_key": "test"},
+            "time_len": st["time_len"],
+            "present": super::present(local, ranges),
+            "gaps": [],
+        })
+    }
+}
+
 /// Reads a metric's value from a Prometheus text exposition (0 when absent).
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()

@@ -30,6 +30,8 @@ pub struct Server {
     pub grpc: String,
     /// `127.0.0.1:PORT` of the HTTP endpoints.
     pub http: String,
+    /// Its stderr (the log).
+    pub log: PathBuf,
 }
 
 impl Server {
@@ -37,7 +39,8 @@ impl Server {
     pub fn spawn(data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = std::fs::File::create(data.join(format!("serve-{n}.log"))).unwrap();
+        let log_path = data.join(format!("serve-{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = bin()
             .args([
                 "serve",
@@ -80,6 +83,7 @@ impl Server {
             child,
             grpc: format!("http://{grpc}"),
             http,
+            log: log_path,
         }
     }
 
@@ -128,6 +132,17 @@ pub fn synth(root: &Path, start: &str, end: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The keys of the Final product's granules in `[start, end)`.
+pub fn keys(start: &str, end: &str) -> Vec<String> {
+    let profile = imerg_catalog::ProductProfile::final_v07b();
+    let range = imerg_catalog::TimeRange::new(
+        imerg_catalog::parse_time(start).unwrap(),
+        imerg_catalog::parse_time(end).unwrap(),
+    )
+    .unwrap();
+    profile.expected(range).map(|g| g.key).collect()
 }
 
 /// Entries for check_store.py's "present" list: every granule of `[start, end)` under `root`.

@@ -169,3 +169,72 @@ fn two_days_shuffled_and_duplicated_end_to_end_on_s3() {
         &stack.expect(&local, &[("2024-02-01", "2024-02-03")], &st),
     );
 }
+
+/// Update and Delete: a re-uploaded object with other bytes re-points the granule's references
+/// (the reader then sees the new file), a CMR "Update" for unchanged bytes is a no-op, and a CMR
+/// "Delete" is counted while the store keeps the granule.
+#[test]
+fn updates_re_point_references_and_deletes_are_counted() {
+    let py = python();
+    let stack = Stack::start(&py, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
+    synth(&v1, "2024-05-01T00:00", "2024-05-01T01:00");
+    // The same granules written again at another deflate level: same layout, other offsets.
+    let out = common::bin()
+        .args([
+            "synth",
+            "--start",
+            "2024-05-01T00:00",
+            "--end",
+            "2024-05-01T01:00",
+            "--deflate-level",
+            "1",
+            "--out",
+        ])
+        .arg(&v2)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let k = keys("2024-05-01T00:00", "2024-05-01T01:00");
+    for key in &k {
+        stack.put(key, &std::fs::read(v1.join(key)).unwrap());
+    }
+    let server = Server::spawn(dir.path(), &args(&stack.serve_args(true)), ENVS);
+    stack.wait_until(Duration::from_secs(60), 0, |s| s["granules_present"] == 2);
+
+    // New bytes for the first granule (S3 event), then CMR messages naming both granules.
+    stack.put(&k[0], &std::fs::read(v2.join(&k[0])).unwrap());
+    stack.send(&format!(
+        r#"{{"action": "Update", "location": "s3://imerg-src/{}"}}"#,
+        k[1]
+    ));
+    let name = k[1].rsplit('/').next().unwrap();
+    stack.send(&format!(
+        r#"{{"event-type": "Delete", "granule-ur": "{name}"}}"#
+    ));
+    let t0 = std::time::Instant::now();
+    let m = loop {
+        let (_, m) = server.get("/metrics");
+        if metric(&m, "imerg_granules_committed_total{outcome=\"replaced\"}") == 1.0
+            && metric(&m, "imerg_granules_received_total{source=\"sqs_removed\"}") == 1.0
+            && stack.pending() == 0
+        {
+            break m;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{m}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        metric(&m, "imerg_granules_committed_total{outcome=\"duplicate\"}") >= 1.0,
+        "the unchanged granule's Update is a no-op: {m}"
+    );
+    assert_eq!(stack.dead(), 0);
+    let st = stack.status().unwrap();
+    assert_eq!(st["granules_present"], 2, "{st}");
+    drop(server);
+    // The reader sees the new bytes of the first granule and the old ones of the second.
+    let mut expect = stack.expect(&v1, &[("2024-05-01T00:00", "2024-05-01T01:00")], &st);
+    expect["present"][0]["path"] = serde_json::json!(v2.join(&k[0]));
+    check_store(dir.path(), &expect);
+}

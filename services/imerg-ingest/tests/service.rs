@@ -454,6 +454,51 @@ async fn roles_in_separate_processes_talk_grpc() {
     assert_eq!(worker.get("/readyz").0, 200);
 }
 
+/// Two worker processes behind one `--worker-addr` list (one of them by name, resolved like a
+/// headless Service): a backfill's granules spread over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_spread_over_several_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    synth(
+        &data.join("granules"),
+        "2022-08-09T00:00",
+        "2022-08-09T06:00",
+    );
+    let committer = start_with(&data, &["--roles", "committer"]);
+    let w1 = start_with(&data, &["--roles", "worker"]);
+    let w2 = start_with(&data, &["--roles", "worker"]);
+    let workers = format!("{},{}", w1.grpc.replace("127.0.0.1", "localhost"), w2.grpc);
+    let api = start_with(
+        &data,
+        &[
+            "--roles",
+            "api",
+            "--worker-addr",
+            &workers,
+            "--committer-addr",
+            &committer.grpc,
+        ],
+    );
+    let mut c = client(&api, Some(TOKEN)).await;
+    let job = c
+        .backfill(req("2022-08-09T00:00", "2022-08-09T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = watch_to_end(&mut c, &job.id).await;
+    assert_eq!((done.committed, done.failed), (12, 0), "{done:?}");
+    let count = |s: &Server| {
+        let (_, m) = s.get("/metrics");
+        m.lines()
+            .find_map(|l| l.strip_prefix("imerg_granules_virtualized_total "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let (n1, n2) = (count(&w1), count(&w2));
+    assert_eq!(n1 + n2, 12.0, "{n1} + {n2}");
+    assert!(n1 > 0.0 && n2 > 0.0, "not spread: {n1} / {n2}");
+}
+
 /// A minimal OTLP/HTTP collector: accepts POST /v1/traces, answers 200 with an empty
 /// ExportTraceServiceResponse, and hands over each request body.
 fn otlp_collector() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {

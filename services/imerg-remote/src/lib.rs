@@ -4,7 +4,12 @@
 //! Errors keep their meaning across the wire: NOT_FOUND = gap, FAILED_PRECONDITION = bad input /
 //! rejected (message starts with the reason label), ABORTED = second writer, UNAVAILABLE = retry.
 
+mod balance;
+
 use std::sync::Arc;
+use std::time::Duration;
+
+pub use balance::{AddrError, RESOLVE_EVERY, balanced_channel};
 
 use async_trait::async_trait;
 use imerg_pipeline::{AppendError, Appended, Appender, GranuleRefs, WorkError, Worker};
@@ -113,17 +118,21 @@ fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(addr.to_string())?.connect_lazy())
 }
 
-/// A worker in another process.
+/// Longest a virtualize call may take, waiting for a worker included.
+const WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Workers in other processes: calls spread over every address `addr` names (a comma-separated
+/// list of `http://host:port`; names are re-resolved, so a headless Service follows scaling).
 #[derive(Debug, Clone)]
 pub struct GrpcWorker {
     client: v1::worker_service_client::WorkerServiceClient<Channel>,
 }
 
 impl GrpcWorker {
-    /// Connects lazily: the worker may start after this process.
-    pub fn new(addr: &str) -> Result<Self, tonic::transport::Error> {
+    /// Connects lazily: the workers may start after this process. Needs a Tokio runtime.
+    pub fn new(addr: &str) -> Result<Self, AddrError> {
         Ok(Self {
-            client: v1::worker_service_client::WorkerServiceClient::new(channel(addr)?)
+            client: v1::worker_service_client::WorkerServiceClient::new(balanced_channel(addr)?)
                 .max_decoding_message_size(64 * 1024 * 1024),
         })
     }
@@ -133,11 +142,14 @@ impl GrpcWorker {
 impl Worker for GrpcWorker {
     async fn virtualize(&self, key: &str) -> Result<GranuleRefs, WorkError> {
         let mut c = self.client.clone();
-        let resp = c
-            .virtualize(v1::VirtualizeRequest {
-                key_or_url: key.to_string(),
-            })
-            .await;
+        let call = c.virtualize(v1::VirtualizeRequest {
+            key_or_url: key.to_string(),
+        });
+        let Ok(resp) = tokio::time::timeout(WORKER_CALL_TIMEOUT, call).await else {
+            return Err(WorkError::Transient {
+                message: format!("no worker answered within {WORKER_CALL_TIMEOUT:?}"),
+            });
+        };
         match resp {
             Ok(r) => {
                 let p = r.into_inner().granule.ok_or_else(|| WorkError::Transient {

@@ -31,7 +31,9 @@ pub struct Args {
     /// elsewhere is reached over gRPC (--worker-addr, --committer-addr).
     #[arg(long, env = "IMERG_ROLES", default_value = "all")]
     roles: String,
-    /// WorkerService address, when this process does not run the worker role.
+    /// WorkerService address(es), when this process does not run the worker role: a
+    /// comma-separated list of http://host:port. Names are re-resolved every 15 s and calls
+    /// spread over every address (a Kubernetes headless Service reaches every worker pod).
     #[arg(long, env = "IMERG_WORKER_ADDR")]
     worker_addr: Option<String>,
     /// CommitService address, when this process does not run the committer role.

@@ -947,9 +947,10 @@ impl Dataset {
         let first = present.first().copied();
         let last = present.last().copied();
         let mut gaps = Vec::new();
-        if let (Some(a), Some(b)) = (first, last) {
+        if let Some(a) = first {
+            // (`range(a + 1..=last)` would panic on a store holding a single granule.)
             let mut prev = a;
-            for &t in present.range(a + 1..=b) {
+            for &t in present.iter().skip(1) {
                 if t > prev + 1 {
                     gaps.push(Gap {
                         start: profile.start_of(prev + 1),

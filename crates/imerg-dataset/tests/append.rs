@@ -488,3 +488,23 @@ async fn manifests_roll_over_at_the_size_limit() {
     assert_eq!(gp["keys_etags_digest"].as_str().unwrap().len(), 64);
     assert!(serde_json::to_string(&meta).unwrap().len() < 2_000);
 }
+
+/// Status of an empty store and of a store holding a single granule (once a panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_empty_and_single_granule_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let g = granule(&src, "2021-03-01T12:00:00Z", &SynthOptions::default());
+    let ds = open(&repo, &src).await;
+    let st = ds.status().await.unwrap();
+    assert_eq!((st.granules_present, st.first_granule), (0, None));
+    assert!(st.gaps.is_empty());
+    ds.commit_batch(std::slice::from_ref(&g), "one")
+        .await
+        .unwrap();
+    let st = ds.status().await.unwrap();
+    assert_eq!(st.granules_present, 1);
+    assert_eq!(st.first_granule, Some(g.start));
+    assert_eq!(st.last_granule, Some(g.start));
+    assert!(st.gaps.is_empty());
+}

@@ -238,3 +238,41 @@ fn updates_re_point_references_and_deletes_are_counted() {
     expect["present"][0]["path"] = serde_json::json!(v2.join(&k[0]));
     check_store(dir.path(), &expect);
 }
+
+/// A message whose granule takes longer than the visibility timeout (a slow commit) keeps its
+/// visibility extended: it is received once, not redelivered to a second handler meanwhile.
+#[test]
+fn visibility_is_extended_while_a_granule_is_in_flight() {
+    let py = python();
+    let stack = Stack::start(&py, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    synth(&local, "2024-07-01T00:00", "2024-07-01T00:30");
+    let k = keys("2024-07-01T00:00", "2024-07-01T00:30");
+    stack.put(&k[0], &std::fs::read(local.join(&k[0])).unwrap());
+    let mut a = stack.serve_args(true);
+    // Visibility 2 s (extended every second); the committer waits 6 s before committing.
+    let age = a.iter().position(|x| x == "--batch-age").unwrap();
+    a[age + 1] = "6s".into();
+    a.extend(["--batch-idle", "6s"].map(String::from));
+    let server = Server::spawn(dir.path(), &args(&a), ENVS);
+    stack.wait_until(Duration::from_secs(60), 0, |s| s["granules_present"] == 1);
+    let (_, m) = server.get("/metrics");
+    assert!(
+        metric(&m, "imerg_sqs_visibility_extensions_total") >= 3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "imerg_granules_received_total{source=\"sqs\"}"),
+        1.0,
+        "received once: {m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "imerg_sqs_messages_total{outcome=\"deleted\",reason=\"\"}"
+        ),
+        2.0,
+        "the granule's message and the s3:TestEvent: {m}"
+    );
+}

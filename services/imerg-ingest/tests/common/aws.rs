@@ -252,9 +252,15 @@ impl Stack {
             .envs(ENVS.iter().copied())
             .output()
             .unwrap();
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+        if !out.status.success() {
+            eprintln!(
+                "status: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).unwrap())
     }
 
     /// Waits until `done(status)` holds for the S3 repository, the granule queue is drained and

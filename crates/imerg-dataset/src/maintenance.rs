@@ -2,10 +2,21 @@
 //! do not grow without bound: every commit rewrites the newest manifest split of each array and
 //! adds a snapshot to the repo info; expiry drops snapshots older than the retention and GC deletes
 //! what only they referenced.
+//!
+//! Icechunk 2.3.1 also copies the repository info object to `overwritten/repo.<time>.<id>` before
+//! every update (each commit, expiry, GC) and nothing deletes these copies (icechunk issue #1852).
+//! The only reader is the ops log, which follows the `repo_before_updates` chain (one pointer per
+//! `num_updates_per_repo_info_file` updates); [`prune_repo_info_backups`] deletes the other copies
+//! once they are older than the retention, keeping the chain and the copies that can still become
+//! part of it.
 
+use std::collections::HashSet;
 use std::num::{NonZeroU16, NonZeroUsize};
 use std::time::Duration;
 
+use futures::{StreamExt as _, TryStreamExt as _};
+use icechunk::asset_manager::AssetManager;
+use icechunk::format::{OVERWRITTEN_FILES_PATH, REPO_INFO_FILE_PATH};
 use icechunk::ops::expiration::{ExpiredRefAction, expire};
 use icechunk::ops::gc::{GCConfig, garbage_collect};
 
@@ -27,6 +38,88 @@ pub struct MaintenanceReport {
     pub manifests_deleted: u64,
     pub snapshots_deleted: u64,
     pub bytes_deleted: u64,
+    /// Copies of past repository info objects deleted from `overwritten/`.
+    pub repo_info_backups_deleted: u64,
+    pub repo_info_backup_bytes_deleted: u64,
+}
+
+/// How many of the oldest entries of the repository info's update list keep their backups: the
+/// entry at position `num_updates_per_repo_info_file` becomes the ops log's chain pointer when the
+/// list overflows, so a commit landing while the prune runs cannot point at a deleted copy.
+const CHAIN_CANDIDATES: usize = 64;
+
+/// Deletes copies of past repository info objects (`overwritten/repo.*`) created before `cutoff`,
+/// except those the ops log reads: every file of the `repo_before_updates` chain, and the backups
+/// of the oldest [`CHAIN_CANDIDATES`] updates in the current file (the next chain pointers).
+/// Returns (objects, bytes) deleted.
+pub async fn prune_repo_info_backups(
+    am: &AssetManager,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<(u64, u64), DatasetError> {
+    let (info, _) = am.fetch_repo_info().await.map_err(DatasetError::ic)?;
+    let mut keep = HashSet::new();
+    let updates: Vec<Option<String>> = info
+        .latest_updates()
+        .map_err(DatasetError::ic)?
+        .map(|u| u.map(|(_, _, path)| path.map(str::to_string)))
+        .collect::<Result<_, _>>()
+        .map_err(DatasetError::ic)?;
+    keep.extend(
+        updates
+            .iter()
+            .rev()
+            .take(CHAIN_CANDIDATES)
+            .flatten()
+            .cloned(),
+    );
+    let mut next = info
+        .repo_before_updates()
+        .map_err(DatasetError::ic)?
+        .map(str::to_string);
+    while let Some(name) = next {
+        if !keep.insert(name.clone()) {
+            break;
+        }
+        next = match am.fetch_repo_info_backup(&name).await {
+            Ok((older, _)) => older
+                .repo_before_updates()
+                .map_err(DatasetError::ic)?
+                .map(str::to_string),
+            // Already gone (an older chain was cut by hand): nothing further to protect.
+            Err(e) => {
+                tracing::warn!(backup = %name, error = %e, "ops log chain ends early");
+                None
+            }
+        };
+    }
+    let storage = am.storage();
+    let ctx = am.storage_context();
+    let prefix = format!("{REPO_INFO_FILE_PATH}.");
+    let doomed: Vec<(String, u64)> = storage
+        .list_objects(&ctx, OVERWRITTEN_FILES_PATH)
+        .await
+        .map_err(DatasetError::ic)?
+        .try_filter(|li| {
+            std::future::ready(
+                li.id.starts_with(&prefix) && li.created_at < cutoff && !keep.contains(&li.id),
+            )
+        })
+        .map_ok(|li| (li.id, li.size_bytes))
+        .try_collect()
+        .await
+        .map_err(DatasetError::ic)?;
+    if doomed.is_empty() {
+        return Ok((0, 0));
+    }
+    let res = storage
+        .delete_objects(
+            &ctx,
+            OVERWRITTEN_FILES_PATH,
+            futures::stream::iter(doomed).boxed(),
+        )
+        .await
+        .map_err(DatasetError::ic)?;
+    Ok((res.deleted_objects, res.deleted_bytes))
 }
 
 fn nz16(v: u16) -> NonZeroU16 {
@@ -37,8 +130,8 @@ fn nzusize(v: usize) -> NonZeroUsize {
     NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN)
 }
 
-/// Expires snapshots older than the retention, then garbage-collects unreachable objects older
-/// than it. Branch tips are never expired.
+/// Expires snapshots older than the retention, garbage-collects unreachable objects older than
+/// it, then prunes old repository info backups. Branch tips are never expired.
 pub async fn run(
     dataset: &Dataset,
     cfg: &MaintenanceConfig,
@@ -72,13 +165,120 @@ pub async fn run(
         None,
         false,
     );
-    let summary = garbage_collect(am, &gc, Some(retries), n)
+    let summary = garbage_collect(std::sync::Arc::clone(&am), &gc, Some(retries), n)
         .await
         .map_err(DatasetError::ic)?;
+    let (backups, backup_bytes) = prune_repo_info_backups(&am, cutoff).await?;
     Ok(MaintenanceReport {
         snapshots_released: expired.released_snapshots.len() as u64,
         manifests_deleted: summary.manifests_deleted,
         snapshots_deleted: summary.snapshots_deleted,
         bytes_deleted: summary.bytes_deleted,
+        repo_info_backups_deleted: backups,
+        repo_info_backup_bytes_deleted: backup_bytes,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures::TryStreamExt as _;
+    use icechunk::{Repository, RepositoryConfig, new_local_filesystem_storage};
+
+    use super::*;
+
+    async fn ops_log(repo: &Repository) -> Vec<String> {
+        let (stream, _, _) = repo.ops_log().await.unwrap();
+        stream
+            .map_ok(|(t, u, _)| format!("{t} {u:?}"))
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    async fn backups(repo: &Repository) -> usize {
+        repo.asset_manager()
+            .list_overwritten_objects()
+            .await
+            .unwrap()
+            .try_filter(|id| std::future::ready(id.starts_with("repo.")))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len()
+    }
+
+    async fn commits(repo: &Repository, from: usize, to: usize) {
+        for i in from..to {
+            let mut session = repo.writable_session("main").await.unwrap();
+            let path = format!("/g{i}").try_into().unwrap();
+            session
+                .add_group(
+                    path,
+                    Bytes::from_static(b"{\"zarr_format\":3,\"node_type\":\"group\"}"),
+                )
+                .await
+                .unwrap();
+            session
+                .commit(format!("commit {i}"))
+                .execute()
+                .await
+                .unwrap();
+        }
+    }
+
+    /// With 5 updates per repo info file and 40 commits the ops log spans a chain of files;
+    /// pruning deletes the other backups and the ops log, later commits and reopening still work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_backups_keeps_the_ops_log_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = new_local_filesystem_storage(dir.path()).await.unwrap();
+        let config = RepositoryConfig {
+            num_updates_per_repo_info_file: Some(5),
+            ..Default::default()
+        };
+        let repo = Repository::create(Arc::clone(&storage))
+            .config(config)
+            .execute()
+            .await
+            .unwrap();
+        commits(&repo, 0, 100).await;
+        let log = ops_log(&repo).await;
+        assert_eq!(log.len(), 101, "100 commits and the creation");
+        let before = backups(&repo).await;
+        assert!(before >= 100, "{before} backups");
+
+        // Nothing is old enough yet.
+        let past = chrono::Utc::now() - chrono::Duration::hours(1);
+        assert_eq!(
+            prune_repo_info_backups(repo.asset_manager(), past)
+                .await
+                .unwrap(),
+            (0, 0)
+        );
+        let cutoff = chrono::Utc::now() + chrono::Duration::seconds(5);
+        let (deleted, bytes) = prune_repo_info_backups(repo.asset_manager(), cutoff)
+            .await
+            .unwrap();
+        assert!(deleted > 0 && bytes > 0);
+        let after = backups(&repo).await;
+        assert_eq!(after, before - deleted as usize);
+        // 5 entries of the current file, 20 chain files at most.
+        assert!(after <= 5 + 20, "{after} backups left");
+        assert_eq!(ops_log(&repo).await, log);
+
+        // Later commits, another prune, and a fresh open still see the whole history.
+        commits(&repo, 100, 110).await;
+        let cutoff = chrono::Utc::now() + chrono::Duration::seconds(5);
+        prune_repo_info_backups(repo.asset_manager(), cutoff)
+            .await
+            .unwrap();
+        let reopened = Repository::open(storage).execute().await.unwrap();
+        let log = ops_log(&reopened).await;
+        assert_eq!(log.len(), 111);
+        assert!(backups(&reopened).await <= 5 + 25);
+    }
 }

@@ -245,6 +245,8 @@ pub struct DatasetConfig {
     pub manifest_max_bytes: u64,
     /// Cap of Icechunk's in-memory manifest cache, in references.
     pub manifest_cache_refs: u64,
+    /// Cap of Icechunk's in-memory snapshot cache, in nodes (arrays and groups).
+    pub snapshot_cache_nodes: u64,
     /// Branch the writer commits to.
     pub branch: String,
 }
@@ -253,6 +255,12 @@ pub struct DatasetConfig {
 /// wrote into the cache, so in a long-running writer it fills with superseded versions; the cap
 /// bounds that memory. 200,000 references hold the active split of every array many times over.
 pub const DEFAULT_MANIFEST_CACHE_REFS: u64 = 200_000;
+
+/// Default cap of Icechunk's snapshot cache (nodes). Icechunk weighs a cached snapshot by its
+/// node count (a dozen here) against a default of 500,000, so a writer kept every snapshot it
+/// committed, each listing every manifest (105 KB for the full record): memory grew with every
+/// commit. 240 nodes keep the last ~20 snapshots; the writer only reads the branch tip.
+pub const DEFAULT_SNAPSHOT_CACHE_NODES: u64 = 240;
 
 /// Default manifest size limit: 256 KiB. A commit rewrites the newest split of every array it
 /// touches, so the split size sets the per-commit cost. Measured with `cargo bench -p
@@ -270,6 +278,7 @@ impl DatasetConfig {
             source,
             manifest_max_bytes: DEFAULT_MANIFEST_MAX_BYTES,
             manifest_cache_refs: DEFAULT_MANIFEST_CACHE_REFS,
+            snapshot_cache_nodes: DEFAULT_SNAPSHOT_CACHE_NODES,
             branch: "main".into(),
         }
     }

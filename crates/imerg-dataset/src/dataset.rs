@@ -253,6 +253,7 @@ impl Dataset {
         let runtime = RepositoryConfig {
             caching: Some(CachingConfig {
                 num_chunk_refs: Some(cfg.manifest_cache_refs),
+                num_snapshot_nodes: Some(cfg.snapshot_cache_nodes),
                 ..Default::default()
             }),
             ..Default::default()

@@ -14,8 +14,8 @@ pub use committer::{
     AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
 };
 pub use config::{
-    BYTES_PER_REF, DEFAULT_MANIFEST_CACHE_REFS, DEFAULT_MANIFEST_MAX_BYTES, DatasetConfig,
-    RepoLocation, SourceContainer, SourceKind,
+    BYTES_PER_REF, DEFAULT_MANIFEST_CACHE_REFS, DEFAULT_MANIFEST_MAX_BYTES,
+    DEFAULT_SNAPSHOT_CACHE_NODES, DatasetConfig, RepoLocation, SourceContainer, SourceKind,
 };
 pub use dataset::{
     BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, LIST_GRANULES_UP_TO, PreparedBatch,

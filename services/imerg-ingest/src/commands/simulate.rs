@@ -46,6 +46,11 @@ pub struct Args {
     snapshot_retention: Option<Duration>,
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     maintenance_every: Duration,
+    /// Point the references into this local directory (bucket layout, `file://<dir>/<key>`)
+    /// instead of the product's bucket, so granules appended later with `append --source-root`
+    /// (real files) share the store's virtual chunk container. The simulated files need not exist.
+    #[arg(long)]
+    source_root: Option<PathBuf>,
 }
 
 fn rss_bytes(field: &str) -> u64 {
@@ -217,7 +222,10 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
         None => profile.record(chrono::Utc::now()).end,
     };
     let range = TimeRange::new(start, end)?;
-    let container = SourceContainer::for_profile(&profile);
+    let container = match &args.source_root {
+        Some(root) => SourceContainer::local(root)?,
+        None => SourceContainer::for_profile(&profile),
+    };
     let mut cfg = DatasetConfig::new(profile.clone(), container.clone());
     cfg.manifest_max_bytes = args.manifest_max_bytes;
     cfg.manifest_cache_refs = args.manifest_cache_refs;
@@ -274,8 +282,40 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
     let stats = Arc::clone(handle.stats());
     drop(handle);
     committer.join.await?;
+    // One last pass once the writes stop, as the scheduled one would do an interval later.
+    let repo_bytes_before_final_maintenance = dir_bytes(&args.repo);
+    let mut final_maintenance = serde_json::Value::Null;
+    if let Some(retention) = args.snapshot_retention {
+        let t0 = Instant::now();
+        let cfg = MaintenanceConfig {
+            retention,
+            every: args.maintenance_every,
+        };
+        let r = imerg_dataset::maintenance::run(&dataset, &cfg).await?;
+        final_maintenance = json!({
+            "seconds": t0.elapsed().as_secs_f64(),
+            "snapshots_released": r.snapshots_released,
+            "manifests_deleted": r.manifests_deleted,
+            "snapshots_deleted": r.snapshots_deleted,
+            "bytes_deleted": r.bytes_deleted,
+            "repo_info_backups_deleted": r.repo_info_backups_deleted,
+            "repo_info_backup_bytes_deleted": r.repo_info_backup_bytes_deleted,
+        });
+    }
     let st = dataset.status().await?;
     let repo_bytes = dir_bytes(&args.repo);
+    let repo_dirs: BTreeMap<String, u64> = std::fs::read_dir(&args.repo)?
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            let bytes = if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            };
+            (e.file_name().to_string_lossy().to_string(), bytes)
+        })
+        .collect();
     writeln!(
         out,
         "{}",
@@ -286,6 +326,10 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
             "wall_s": started.elapsed().as_secs_f64(),
             "peak_rss_bytes": rss_bytes("VmHWM:"),
             "repo_bytes": repo_bytes,
+            "repo_dirs": repo_dirs,
+            "repo_bytes_before_final_maintenance": repo_bytes_before_final_maintenance,
+            "final_maintenance": final_maintenance,
+            "commits_in_history": st.commits,
             "manifests": st.manifests,
             "largest_manifest_bytes": st.largest_manifest_bytes,
             "manifest_bytes": st.manifest_bytes,

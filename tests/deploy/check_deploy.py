@@ -12,7 +12,10 @@ What it checks (every failure is collected and printed; exit 1 if any, 0 with "O
   tests/deploy/schemas/;
 - the wiring: roles, peer addresses, Services, ports, probes, grace period, resources, security
   context, the Secret's keys, every IMERG_* variable known to the binary and every value accepted
-  by it (the binary parses the environment of each Deployment), KEDA targets, PDBs;
+  by it (the binary parses the environment of each Deployment), KEDA targets and triggers (the
+  listener on the SQS queue, prometheus triggers on exported metrics, the committer never, no
+  `replicas` where KEDA owns the count), the worker Service headless (the committer balances over
+  its pods), PDBs;
 - alerts: `promtool check rules` and `promtool test rules` (tests/deploy/alerts_test.yaml), every
   metric exported by the service (--metrics) or a listed external metric, a runbook section each;
 - the Grafana dashboard: every query parses (promtool) and names exported or external metrics;
@@ -375,6 +378,8 @@ class Checker:
                     self.fail(f"{tag}: the committer needs replicas 1 and strategy Recreate")
                 if dname in scaled_targets:
                     self.fail(f"{tag}: the committer must never be autoscaled")
+            elif dname in scaled_targets and "replicas" in spec:
+                self.fail(f"{tag}: KEDA owns the replica count; leave `replicas` out of the manifest")
             self.check_env_with_binary(tag, env)
             # KEDA reads queueURLFromEnv from the container's own env list.
             for so in by_kind.get("ScaledObject", {}).values():
@@ -403,25 +408,63 @@ class Checker:
                         self.fail(f"{where}: Service {sname} port {p['name']}: targetPort not in {d['metadata']['name']}")
         # KEDA.
         tas = by_kind.get("TriggerAuthentication", {})
+        queries: list[str] = []
         for soname, so in by_kind.get("ScaledObject", {}).items():
             sp = so["spec"]
             tag = f"{where}: ScaledObject {soname}"
-            if sp["scaleTargetRef"]["name"] not in deps:
+            target = deps.get(sp["scaleTargetRef"]["name"])
+            if target is None:
                 self.fail(f"{tag}: target {sp['scaleTargetRef']['name']} is not a Deployment here")
             lo, hi = sp.get("minReplicaCount", 0), sp.get("maxReplicaCount", 100)
             if not (0 <= lo <= hi <= 50) or "maxReplicaCount" not in sp or "cooldownPeriod" not in sp:
                 self.fail(f"{tag}: set minReplicaCount <= maxReplicaCount <= 50 and cooldownPeriod")
             for t in sp["triggers"]:
-                if t["type"] != "aws-sqs-queue":
-                    self.fail(f"{tag}: trigger {t['type']}: expected aws-sqs-queue")
                 md = t["metadata"]
-                if not (md.get("queueURL") or md.get("queueURLFromEnv")) or not md.get("awsRegion"):
-                    self.fail(f"{tag}: aws-sqs-queue needs queueURL(FromEnv) and awsRegion")
-                if not md.get("queueLength", "").isdigit():
-                    self.fail(f"{tag}: queueLength must be a whole number (as a string)")
-                ta = tas.get(t.get("authenticationRef", {}).get("name"))
-                if not ta or ta["spec"].get("podIdentity", {}).get("provider") != "aws":
-                    self.fail(f"{tag}: needs a TriggerAuthentication with podIdentity provider aws")
+                if t["type"] == "aws-sqs-queue":
+                    if target is not None and "listener" not in deployment_roles(target):
+                        self.fail(f"{tag}: aws-sqs-queue scales {target['metadata']['name']}, which "
+                                  f"does not run the listener role (only listeners take notifications)")
+                    if not (md.get("queueURL") or md.get("queueURLFromEnv")) or not md.get("awsRegion"):
+                        self.fail(f"{tag}: aws-sqs-queue needs queueURL(FromEnv) and awsRegion")
+                    if not md.get("queueLength", "").isdigit():
+                        self.fail(f"{tag}: queueLength must be a whole number (as a string)")
+                    ta = tas.get(t.get("authenticationRef", {}).get("name"))
+                    if not ta or ta["spec"].get("podIdentity", {}).get("provider") != "aws":
+                        self.fail(f"{tag}: needs a TriggerAuthentication with podIdentity provider aws")
+                elif t["type"] == "prometheus":
+                    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?(/\S*)?", md.get("serverAddress", "")):
+                        self.fail(f"{tag}: prometheus needs serverAddress http(s)://host[:port], "
+                                  f"is {md.get('serverAddress')!r}")
+                    query = md.get("query", "")
+                    if not query.strip():
+                        self.fail(f"{tag}: prometheus needs a query")
+                    else:
+                        self.check_metric_names(f"{tag}: query", query)
+                        queries.append(query)
+                    for k in ("threshold", "activationThreshold"):
+                        if (k in md or k == "threshold") and not is_number(md.get(k)):
+                            self.fail(f"{tag}: prometheus {k} must be a number (as a string), is {md.get(k)!r}")
+                    if "threshold" in md and is_number(md["threshold"]) and float(md["threshold"]) <= 0:
+                        self.fail(f"{tag}: prometheus threshold must be above 0")
+                    if md.get("ignoreNullValues", "true") not in ("true", "false"):
+                        self.fail(f"{tag}: ignoreNullValues must be \"true\" or \"false\"")
+                else:
+                    self.fail(f"{tag}: trigger {t['type']}: expected aws-sqs-queue or prometheus")
+        self.check_queries_parse(where, queries)
+        # KEDA rejects a second ScaledObject (or an HPA) on a Deployment it already scales.
+        targets = [o["spec"]["scaleTargetRef"]["name"] for kind in ("ScaledObject", "HorizontalPodAutoscaler")
+                   for o in by_kind.get(kind, {}).values()]
+        for n in sorted({n for n in targets if targets.count(n) > 1}):
+            self.fail(f"{where}: Deployment {n} is the target of {targets.count(n)} autoscalers; "
+                      f"put every trigger in one ScaledObject")
+        # Every listener is scaled on the queue.
+        listeners = [n for n, d in deps.items() if "listener" in deployment_roles(d)]
+        for n in listeners:
+            if not any(so["spec"]["scaleTargetRef"]["name"] == n
+                       and any(t["type"] == "aws-sqs-queue" for t in so["spec"]["triggers"])
+                       for so in by_kind.get("ScaledObject", {}).values()):
+                self.fail(f"{where}: Deployment {n} runs the listener but no ScaledObject scales it "
+                          f"on the queue (aws-sqs-queue)")
         if "ScaledObject" not in by_kind:
             self.fail(f"{where}: no ScaledObject: the listener must scale on the queue")
         # ServiceMonitor finds the Services' metrics ports.
@@ -445,6 +488,11 @@ class Checker:
         if not s or int(m.group(2)) not in {p["port"] for p in s["spec"]["ports"]}:
             self.fail(f"{tag}: {addr}: no such Service port")
             return
+        # The worker client balances over every address the name resolves to: a headless Service
+        # gives every ready pod; a virtual IP would pin all calls to one pod.
+        if role == "worker" and s["spec"].get("clusterIP") != "None":
+            self.fail(f"{tag}: {addr}: Service {m.group(1)} must be headless (clusterIP: None) so "
+                      f"the name resolves to every worker pod")
         for d in deps.values():
             if s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items():
                 for c in pod_containers(d):
@@ -495,6 +543,20 @@ class Checker:
             if n in exported or base in exported or n in EXTERNAL_METRICS:
                 continue
             self.fail(f"{where}: metric {n} is neither exported by imerg-ingest nor a listed external metric")
+
+    def check_queries_parse(self, where: str, queries: list[str]) -> None:
+        if not queries:
+            return
+        promtool = self.tool("promtool")
+        if not promtool:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "keda_queries.yaml"
+            f.write_text(yaml.safe_dump({"groups": [{"name": "keda", "rules": [
+                {"record": f"keda:query_{i}", "expr": q} for i, q in enumerate(queries)]}]}))
+            r = self.run([promtool, "check", "rules", str(f)])
+            if r.returncode != 0:
+                self.fail(f"{where}: KEDA prometheus queries do not parse (promtool): {r.stdout}{r.stderr}")
 
     def check_rules(self, objs: list[dict]) -> None:
         rules = [o for o in objs if o["kind"] == "PrometheusRule"]
@@ -782,6 +844,24 @@ def parse_duration(s: str) -> float:
     for n, u in re.findall(r"(\d+)(ms|s|m|h|d)", s):
         total += int(n) * units[u]
     return total
+
+
+def is_number(v) -> bool:
+    try:
+        float(v)
+        return isinstance(v, str)
+    except (TypeError, ValueError):
+        return False
+
+
+def deployment_roles(d: dict) -> set[str]:
+    """The roles IMERG_ROLES gives a Deployment's container (set in its own env list)."""
+    roles = set()
+    for c in pod_containers(d):
+        for e in c.get("env", []):
+            if e["name"] == "IMERG_ROLES":
+                roles |= set((e.get("value") or "").split(","))
+    return roles
 
 
 def pod_containers(o: dict) -> list[dict]:

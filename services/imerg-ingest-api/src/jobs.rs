@@ -261,15 +261,7 @@ impl JobManager {
                         progress(&|s| fail(s, &key, &reason, &message));
                     }
                 }
-                let s = job.status.borrow();
-                metrics::gauge!(m::BACKFILL_GRANULES, "state" => "committed")
-                    .set(s.committed as f64);
-                metrics::gauge!(m::BACKFILL_GRANULES, "state" => "expected").set(s.expected as f64);
-                metrics::gauge!(m::BACKFILL_GRANULES, "state" => "present_already")
-                    .set(s.present_already as f64);
-                metrics::gauge!(m::BACKFILL_GRANULES, "state" => "missing_at_source")
-                    .set(s.missing_at_source as f64);
-                metrics::gauge!(m::BACKFILL_GRANULES, "state" => "failed").set(s.failed as f64);
+                self.publish_progress();
                 futures::future::ready(())
             })
             .await;
@@ -285,10 +277,44 @@ impl JobManager {
             s.finished = Some(Utc::now());
         });
         let s = job.status.borrow().clone();
+        self.publish_progress();
         metrics::gauge!(m::BACKFILL_JOBS, "state" => "running").decrement(1.0);
         metrics::gauge!(m::BACKFILL_JOBS, "state" => s.state.label()).increment(1.0);
         tracing::info!(job = %s.id, state = s.state.label(), committed = s.committed, failed = s.failed,
             missing = s.missing_at_source, "backfill finished");
+    }
+
+    /// Sets the backfill progress gauges to the sums over every running job (several jobs may
+    /// run at once; a finished job no longer counts, so the remaining work drops to zero).
+    fn publish_progress(&self) {
+        // expected, present_already, committed, missing_at_source, failed
+        let mut t = [0u64; 5];
+        for j in self.jobs.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            let s = j.status.borrow();
+            if s.state == JobState::Running {
+                for (acc, v) in t.iter_mut().zip([
+                    s.expected,
+                    s.present_already,
+                    s.committed,
+                    s.missing_at_source,
+                    s.failed,
+                ]) {
+                    *acc += v;
+                }
+            }
+        }
+        for (state, v) in [
+            "expected",
+            "present_already",
+            "committed",
+            "missing_at_source",
+            "failed",
+        ]
+        .into_iter()
+        .zip(t)
+        {
+            metrics::gauge!(m::BACKFILL_GRANULES, "state" => state).set(v as f64);
+        }
     }
 
     fn job(&self, id: &str) -> Result<Arc<Job>, JobError> {

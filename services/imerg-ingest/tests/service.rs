@@ -265,6 +265,20 @@ async fn backfill_over_grpc_end_to_end() {
         3.0
     );
     assert!(metric(&samples, "imerg_commit_seconds_count{}") >= 1.0);
+    // Backfill progress sums the running jobs: none once this one ended.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, text) = server.get("/metrics");
+        if text.contains("imerg_backfill_granules{state=\"expected\"} 0\n") {
+            assert!(
+                text.contains("imerg_backfill_jobs{state=\"failed\"} 1\n"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Re-running the range doubles nothing.
     let again = c

@@ -24,7 +24,7 @@ day_end=2025-10-01
 year_start=2024-09-30
 
 mkdir -p "$work"
-src=$work/src
+src=${SRC:-$work/src} # SRC: the granule directory the stores were built with
 if [ ! -d "$src/GPM_L3" ]; then
     "$bin" synth --start "$day_start" --end "$day_end" --deflate-level 1 --out "$src" >&2
 fi

@@ -139,24 +139,21 @@ fn array_path(name: &str) -> Result<Path, DatasetError> {
     Path::new(&format!("/{name}")).map_err(DatasetError::ic)
 }
 
-/// The checksum a reference carries: the ETag where readers can check it, else last-modified.
-/// `file://` sources get last-modified rounded up: Icechunk 2.3.1 strips the quotes of an ETag
-/// before object_store's local backend compares it with its own quoted one, so an ETag there
-/// never matches (and a rounded-down mtime fails `If-Unmodified-Since`).
+/// The checksum a reference carries, which readers check on every read so that a replaced
+/// source object fails loudly instead of returning other bytes: the object's last-modified time,
+/// rounded up to the second (object stores change it on every write of the object, and a
+/// rounded-down time fails `If-Unmodified-Since`), else its ETag. Last-modified is a 4-byte
+/// integer in the manifest where an ETag is a ~34-character string: 1.2 bytes per reference
+/// over the full record, after compression (BENCHMARKS.md). It is also the only checksum that
+/// works for `file://` sources: Icechunk 2.3.1 strips the quotes of an ETag before object_store's
+/// local backend compares it with its own quoted one, so a local ETag never matches.
 fn checksum_of(g: &GranuleRefs) -> Option<Checksum> {
-    let lm = || {
-        g.last_modified.map(|t| {
+    g.last_modified
+        .map(|t| {
             let secs = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
             Checksum::LastModified(SecondsSinceEpoch(u32::try_from(secs).unwrap_or(u32::MAX)))
         })
-    };
-    if g.url.starts_with("file://") {
-        return lm();
-    }
-    g.etag
-        .as_ref()
-        .map(|e| Checksum::ETag(ETag(e.clone())))
-        .or_else(lm)
+        .or_else(|| g.etag.as_ref().map(|e| Checksum::ETag(ETag(e.clone()))))
 }
 
 /// Batches up to this many granules list every granule (key, ETag, outcome) in the commit's

@@ -199,7 +199,9 @@ fn granule(
             "\"{:032x}\"",
             mix(time_index) as u128 * 0x1_0000_0001
         )),
-        last_modified: None,
+        // NASA writes a granule a few hours after its end (Final: months; the value only needs
+        // to be realistic in size, a second-resolution time).
+        last_modified: Some(start + chrono::Duration::hours(4)),
         size: offset,
         variables,
         coords: t.coords.clone(),

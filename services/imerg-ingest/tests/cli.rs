@@ -6,28 +6,12 @@
 
 mod common;
 
-use common::bin;
+use common::{bin, synth};
 
 #[test]
 fn synth_then_virtualize_json() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "synth",
-            "--start",
-            "2021-03-04T05:00",
-            "--end",
-            "2021-03-04T06:00",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    synth(dir.path(), "2021-03-04T05:00", "2021-03-04T06:00");
     let day = dir.path().join("GPM_L3/GPM_3IMERGHH.07/2021/063");
     let mut files: Vec<_> = std::fs::read_dir(&day)
         .unwrap()

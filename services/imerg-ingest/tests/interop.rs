@@ -11,7 +11,7 @@ use std::process::Command;
 
 mod common;
 
-use common::{bin, check_store, python};
+use common::{bin, check_store, python, synth};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -44,16 +44,7 @@ fn python_reader_sees_the_source_values() {
     python();
     let dir = tempfile::tempdir().unwrap();
     let (src, repo) = (dir.path().join("bucket"), dir.path().join("repo"));
-    run(bin()
-        .args([
-            "synth",
-            "--start",
-            "2020-02-28",
-            "--end",
-            "2020-03-01",
-            "--out",
-        ])
-        .arg(&src));
+    synth(&src, "2020-02-28", "2020-03-01");
     let all = files(&src);
     assert_eq!(all.len(), 96);
     let gap = all

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Server, bin, check_store, http, moto, present, python};
+use common::{Server, check_store, http, moto, present, python, synth};
 use futures::StreamExt as _;
 use imerg_proto::{to_timestamp, v1};
 
@@ -17,19 +17,7 @@ async fn backfill_from_an_s3_bucket() {
     let (_moto, s3) = moto(&py);
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("copy");
-    let out = bin()
-        .args([
-            "synth",
-            "--start",
-            "2024-01-10T00:00",
-            "--end",
-            "2024-01-10T01:30",
-            "--out",
-        ])
-        .arg(&local)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth(&local, "2024-01-10T00:00", "2024-01-10T01:30");
     assert_eq!(http(&s3, "PUT", "/imerg-src", b""), 200, "create bucket");
     let profile = imerg_catalog::ProductProfile::final_v07b();
     let range = imerg_catalog::TimeRange::new(

@@ -13,7 +13,7 @@ use std::time::Duration;
 mod common;
 
 use common::aws::{ENVS, Stack, metric};
-use common::{Server, check_store, keys, python, synth};
+use common::{Server, check_store, keys, python, synth, synth_with};
 
 fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
@@ -110,21 +110,12 @@ fn two_days_shuffled_and_duplicated_end_to_end_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("copy");
     // Deflate level 1 keeps the generator fast; the layout is the same at any level.
-    let out = common::bin()
-        .args([
-            "synth",
-            "--start",
-            "2024-02-01",
-            "--end",
-            "2024-02-03",
-            "--deflate-level",
-            "1",
-            "--out",
-        ])
-        .arg(&local)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth_with(
+        &local,
+        "2024-02-01",
+        "2024-02-03",
+        &["--deflate-level", "1"],
+    );
     let mut all = keys("2024-02-01", "2024-02-03");
     assert_eq!(all.len(), 96);
     // A fixed shuffle (LCG), then ten keys again: S3 notifies every upload.
@@ -181,21 +172,12 @@ fn updates_re_point_references_and_deletes_are_counted() {
     let (v1, v2) = (dir.path().join("v1"), dir.path().join("v2"));
     synth(&v1, "2024-05-01T00:00", "2024-05-01T01:00");
     // The same granules written again at another deflate level: same layout, other offsets.
-    let out = common::bin()
-        .args([
-            "synth",
-            "--start",
-            "2024-05-01T00:00",
-            "--end",
-            "2024-05-01T01:00",
-            "--deflate-level",
-            "1",
-            "--out",
-        ])
-        .arg(&v2)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth_with(
+        &v2,
+        "2024-05-01T00:00",
+        "2024-05-01T01:00",
+        &["--deflate-level", "1"],
+    );
     let k = keys("2024-05-01T00:00", "2024-05-01T01:00");
     for key in &k {
         stack.put(key, &std::fs::read(v1.join(key)).unwrap());

@@ -12,22 +12,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::aws::{ENVS, Stack, metric};
-use common::{Server, bin, keys, python, synth};
-
-trait WaitFor {
-    fn wait_for(self, stack: &Stack, granules: u64, dead: u64) -> Self;
-}
-
-impl WaitFor for Server {
-    /// Waits until the store holds `granules`, the queue is drained and `dead` messages are
-    /// dead-lettered; returns the server.
-    fn wait_for(self, stack: &Stack, granules: u64, dead: u64) -> Self {
-        stack.wait_until(Duration::from_secs(120), dead, |s| {
-            s["granules_present"] == granules
-        });
-        self
-    }
-}
+use common::{Server, keys, python, synth, synth_with};
 
 #[test]
 fn bad_input_is_counted_dead_lettered_and_does_not_stop_good_granules() {
@@ -38,20 +23,12 @@ fn bad_input_is_counted_dead_lettered_and_does_not_stop_good_granules() {
     let other = dir.path().join("other");
     synth(&good, "2024-04-01T00:00", "2024-04-01T01:30");
     // Another layout: byte-shuffled variables (a different filter pipeline).
-    let out = bin()
-        .args([
-            "synth",
-            "--start",
-            "2024-04-01T01:30",
-            "--end",
-            "2024-04-01T02:00",
-            "--shuffle",
-            "--out",
-        ])
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth_with(
+        &other,
+        "2024-04-01T01:30",
+        "2024-04-01T02:00",
+        &["--shuffle"],
+    );
     let k = keys("2024-04-01T00:00", "2024-04-01T03:30");
     let read = |root: &std::path::Path, key: &str| std::fs::read(root.join(key)).unwrap();
 
@@ -62,7 +39,10 @@ fn bad_input_is_counted_dead_lettered_and_does_not_stop_good_granules() {
     }
     let args = stack.serve_args(true);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    drop(Server::spawn(dir.path(), &args, ENVS).wait_for(&stack, 3, 0));
+    let first = Server::spawn(dir.path(), &args, ENVS);
+    let three = |s: &serde_json::Value| s["granules_present"] == 3;
+    stack.wait_until(Duration::from_secs(120), 0, three);
+    drop(first);
 
     // Then the bad input, queued while the service is down (so the deleted object is gone
     // before anything reads it), with the service started again.
@@ -80,9 +60,9 @@ fn bad_input_is_counted_dead_lettered_and_does_not_stop_good_granules() {
     stack.send("{\"Records\": [ this is not json");
     stack.send(r#"{"hello": "world", "granule?": false}"#);
 
-    let server = Server::spawn(dir.path(), &args, ENVS).wait_for(&stack, 3, 6);
+    let server = Server::spawn(dir.path(), &args, ENVS);
     // Poison: malformed, unknown shape, other layout, not HDF5, truncated, deleted = 6.
-    let st = stack.status().unwrap();
+    let st = stack.wait_until(Duration::from_secs(120), 6, three);
     assert_eq!(st["first_granule"], "2024-04-01T00:00:00Z", "{st}");
     assert_eq!(st["last_granule"], "2024-04-01T01:00:00Z", "{st}");
 

@@ -339,8 +339,8 @@ async fn handle_message(
                 Ok(_) => {
                     metrics::counter!(m::SQS_MESSAGES, "outcome" => "deleted", "reason" => "")
                         .increment(1);
-                    let lag_seconds = sent_ms
-                        .map(|sent| chrono_now_ms().saturating_sub(sent).max(0) as f64 / 1000.0);
+                    let lag_seconds =
+                        sent_ms.map(|sent| now_ms().saturating_sub(sent).max(0) as f64 / 1000.0);
                     if let Some(lag) = lag_seconds {
                         metrics::histogram!(m::SQS_MESSAGE_LAG_SECONDS).record(lag);
                     }
@@ -364,7 +364,7 @@ async fn handle_message(
     metrics::gauge!(m::SQS_IN_FLIGHT).decrement(1.0);
 }
 
-fn chrono_now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -52,10 +52,7 @@ fn infer_root(profile: &ProductProfile, path: &Path) -> anyhow::Result<PathBuf> 
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(profile, args))
+    super::block_on(run_async(profile, args))?
 }
 
 async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {

@@ -88,10 +88,7 @@ fn show(j: &v1::Job, json: bool) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(args))
+    super::block_on(run_async(args))?
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {

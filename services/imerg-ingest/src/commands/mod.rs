@@ -7,3 +7,11 @@ pub mod simulate;
 pub mod status;
 pub mod synth;
 pub mod virtualize;
+
+/// Runs a subcommand's async part on a multi-threaded Tokio runtime built for it.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> std::io::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
+}

@@ -246,10 +246,7 @@ async fn open_existing(
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(serve(profile, args))
+    super::block_on(serve(profile, args))?
 }
 
 async fn serve(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {

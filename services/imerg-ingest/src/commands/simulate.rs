@@ -211,10 +211,7 @@ fn granule(
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(profile, args))
+    super::block_on(run_async(profile, args))?
 }
 
 async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {

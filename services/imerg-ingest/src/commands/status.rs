@@ -30,10 +30,7 @@ fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let st = rt.block_on(async {
+    let st = super::block_on(async {
         let ds = Dataset::open(
             &RepoLocation::parse(
                 &args.repo,
@@ -44,7 +41,7 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         )
         .await?;
         ds.status().await
-    })?;
+    })??;
     if args.json {
         println!("{}", serde_json::to_string(&st)?);
         return Ok(ExitCode::SUCCESS);

@@ -62,12 +62,9 @@ async fn one(
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let profile = Arc::new(profile);
     let mut failed = 0usize;
-    rt.block_on(async {
+    super::block_on(async {
         let mut out = std::io::stdout().lock();
         for input in &args.inputs {
             let line = match one(Arc::clone(&profile), input).await {
@@ -104,7 +101,7 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
                 break;
             }
         }
-    });
+    })?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -122,8 +122,15 @@ impl Drop for Server {
 
 /// Synthetic granules of `[start, end)` under `root` in the bucket layout.
 pub fn synth(root: &Path, start: &str, end: &str) {
+    synth_with(root, start, end, &[]);
+}
+
+/// [`synth`] with more `synth` options (`--deflate-level 1`, `--shuffle`, ...).
+pub fn synth_with(root: &Path, start: &str, end: &str, extra: &[&str]) {
     let out = bin()
-        .args(["synth", "--start", start, "--end", end, "--out"])
+        .args(["synth", "--start", start, "--end", end])
+        .args(extra)
+        .arg("--out")
         .arg(root)
         .output()
         .unwrap();

@@ -7,8 +7,10 @@
 
 mod error;
 mod layout;
+mod location;
 mod profile;
 
 pub use error::CatalogError;
 pub use layout::{GridSpec, LayoutSpec, VariableSpec};
+pub use location::{Location, LocationError, SourceLocation, allow_http};
 pub use profile::{GranuleId, ProductProfile, TimeRange, VersionLabel, parse_time};

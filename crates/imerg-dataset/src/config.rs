@@ -11,7 +11,7 @@ use icechunk::config::{
 };
 use icechunk::virtual_chunks::VirtualChunkContainer;
 use icechunk::{ObjectStoreConfig, Storage};
-use imerg_catalog::ProductProfile;
+use imerg_catalog::{Location, ProductProfile, SourceLocation};
 
 use crate::DatasetError;
 
@@ -38,22 +38,21 @@ pub enum RepoLocation {
 }
 
 impl RepoLocation {
-    /// Parses `s3://bucket/prefix` or a local path.
+    /// Parses `s3://bucket/prefix` or a local path (the one parser: [`imerg_catalog::Location`]).
+    /// Something that is no location at all (an empty string, `s3://` without a bucket) becomes
+    /// a local path that fails to open with its name; the service's configuration rejects it
+    /// before that.
     pub fn parse(s: &str, region: Option<String>, endpoint_url: Option<String>) -> Self {
-        match s.strip_prefix("s3://") {
-            Some(rest) => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                Self::S3 {
-                    bucket: bucket.into(),
-                    prefix: prefix.trim_end_matches('/').into(),
-                    allow_http: endpoint_url
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("http://")),
-                    region,
-                    endpoint_url,
-                }
-            }
-            None => Self::Local(PathBuf::from(s.strip_prefix("file://").unwrap_or(s))),
+        match Location::parse(s) {
+            Ok(Location::S3 { bucket, prefix }) => Self::S3 {
+                bucket,
+                prefix,
+                allow_http: imerg_catalog::allow_http(endpoint_url.as_deref()),
+                region,
+                endpoint_url,
+            },
+            Ok(Location::Local(p)) => Self::Local(p),
+            Err(_) => Self::Local(PathBuf::from(s)),
         }
     }
 
@@ -149,6 +148,33 @@ impl SourceContainer {
         })
     }
 
+    /// The container of a configured source: its root directory or `s3://bucket/prefix/`.
+    pub fn from_location(location: &SourceLocation) -> Result<Self, DatasetError> {
+        match location {
+            SourceLocation::Local { root } => Self::local(root),
+            SourceLocation::S3 {
+                bucket,
+                prefix,
+                region,
+                endpoint_url,
+                anonymous,
+            } => {
+                let prefix = prefix.trim_matches('/');
+                let url = if prefix.is_empty() {
+                    format!("s3://{bucket}/")
+                } else {
+                    format!("s3://{bucket}/{prefix}/")
+                };
+                Ok(Self::s3(
+                    &url,
+                    region.clone(),
+                    endpoint_url.clone(),
+                    *anonymous,
+                ))
+            }
+        }
+    }
+
     /// The product's own bucket (NASA's, us-west-2, by default).
     pub fn for_profile(profile: &ProductProfile) -> Self {
         Self::s3(&profile.bucket_url, Some("us-west-2".into()), None, false)
@@ -166,9 +192,7 @@ impl SourceContainer {
         Self {
             url_prefix: p,
             kind: SourceKind::S3 {
-                allow_http: endpoint_url
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://")),
+                allow_http: imerg_catalog::allow_http(endpoint_url.as_deref()),
                 region,
                 endpoint_url,
                 anonymous,

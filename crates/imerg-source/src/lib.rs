@@ -45,24 +45,8 @@ pub struct Fetched {
     pub object: SourceObject,
 }
 
-/// Where granules are read from: a local directory or an S3 (or S3-compatible) bucket, both in
-/// the bucket layout (`<root>/<collection>/YYYY/DDD/<name>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceConfig {
-    Local {
-        root: std::path::PathBuf,
-    },
-    S3 {
-        bucket: String,
-        /// Key prefix under the bucket (empty for the bucket root).
-        prefix: String,
-        region: Option<String>,
-        /// S3-compatible endpoint (`http://127.0.0.1:9000`); requests then use path style.
-        endpoint_url: Option<String>,
-        /// Unsigned requests (public buckets).
-        anonymous: bool,
-    },
-}
+/// Where granules are read from (one type for the whole workspace).
+pub use imerg_catalog::SourceLocation as SourceConfig;
 
 /// Temporary S3 credentials from somewhere else than the standard AWS chain (Earthdata).
 pub type CredentialProvider =
@@ -120,7 +104,7 @@ impl Source {
                     b = b
                         .with_endpoint(e)
                         .with_virtual_hosted_style_request(false)
-                        .with_allow_http(e.starts_with("http://"));
+                        .with_allow_http(imerg_catalog::allow_http(Some(e)));
                 }
                 if *anonymous {
                     b = b.with_skip_signature(true);

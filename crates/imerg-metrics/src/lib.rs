@@ -1,7 +1,9 @@
 //! Every metric imerg-ingest exports: one constant per name, so the code, the alert rules and the
-//! dashboard (deploy/) agree, and [`describe_all`] to register help texts and units.
+//! dashboard (deploy/) agree, and one [`TABLE`] with each metric's kind, unit, help text and
+//! histogram buckets, from which [`describe_all`], [`ALL`] and the exporter's buckets come.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
 
 /// Granules that entered the pipeline, by `source` (backfill, watcher, sqs).
 pub const GRANULES_RECEIVED: &str = "imerg_granules_received_total";
@@ -31,6 +33,11 @@ pub const COMMIT_FAILURES: &str = "imerg_commit_failures_total";
 pub const SECOND_WRITER: &str = "imerg_second_writer_detected_total";
 /// Now minus the start time of the newest granule in the store.
 pub const INGEST_LAG_SECONDS: &str = "imerg_ingest_lag_seconds";
+/// End-to-end time of one granule through the ingest path (fetch, parse, commit), by `source`.
+pub const INGEST_SECONDS: &str = "imerg_granule_ingest_seconds";
+/// Granules through the ingest path, by `source` and `result` (an outcome: added, replaced,
+/// duplicate; or the reason it did not land: not_hdf5, not_found, transient, ...).
+pub const GRANULES_INGESTED: &str = "imerg_granules_ingested_total";
 /// Granules being fetched, virtualized or waiting for their commit.
 pub const IN_FLIGHT: &str = "imerg_granules_in_flight";
 /// Backfill progress of running jobs, by `state` (expected, present_already, committed,
@@ -64,108 +71,140 @@ pub const SQS_VISIBILITY_EXTENSIONS: &str = "imerg_sqs_visibility_extensions_tot
 /// Messages being processed by the listener (received, not yet deleted or released).
 pub const SQS_IN_FLIGHT: &str = "imerg_sqs_messages_in_flight";
 
-/// Registers help texts and units with the installed recorder.
-pub fn describe_all() {
-    describe_counter!(
-        GRANULES_RECEIVED,
-        "Granules that entered the pipeline, by source"
-    );
-    describe_counter!(GRANULES_VIRTUALIZED, "Granules fetched and virtualized");
-    describe_counter!(
-        GRANULES_COMMITTED,
-        "Granules durable in the store, by outcome"
-    );
-    describe_counter!(GRANULES_REJECTED, "Granules rejected, by reason");
-    describe_counter!(GRANULES_MISSING, "Expected granules absent from the source");
-    describe_counter!(
-        BYTES_FETCHED,
-        Unit::Bytes,
-        "Bytes of granule objects fetched"
-    );
-    describe_histogram!(FETCH_SECONDS, Unit::Seconds, "Granule fetch latency");
-    describe_histogram!(PARSE_SECONDS, Unit::Seconds, "HDF5 virtualization latency");
-    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Latency of one batch commit");
-    describe_histogram!(BATCH_GRANULES, "Granules per committed batch");
-    describe_counter!(COMMITS, "Commits made");
-    describe_counter!(COMMIT_FAILURES, "Failed commit attempts");
-    describe_counter!(
-        SECOND_WRITER,
-        "Branch conflicts: another writer is committing"
-    );
-    describe_gauge!(
-        INGEST_LAG_SECONDS,
-        Unit::Seconds,
-        "Now minus the newest granule's start time"
-    );
-    describe_gauge!(IN_FLIGHT, "Granules in the pipeline");
-    describe_gauge!(
-        BACKFILL_GRANULES,
-        "Backfill progress of running jobs, by state"
-    );
-    describe_gauge!(BACKFILL_JOBS, "Backfill jobs, by state");
-    describe_gauge!(MANIFESTS, "Manifests referenced by the branch tip");
-    describe_gauge!(
-        LARGEST_MANIFEST_BYTES,
-        Unit::Bytes,
-        "Largest manifest of the branch tip"
-    );
-    describe_gauge!(
-        MANIFEST_MAX_BYTES,
-        Unit::Bytes,
-        "Configured manifest size limit"
-    );
-    describe_gauge!(GRANULES_PRESENT, "Granules present in the store");
-    describe_gauge!(
-        CREDENTIALS_EXPIRY_SECONDS,
-        Unit::Seconds,
-        "Seconds until source credentials expire"
-    );
-    describe_counter!(
-        UNAUTHENTICATED,
-        "Operator requests rejected for a missing or wrong token"
-    );
-    describe_counter!(SQS_MESSAGES, "SQS messages handled, by outcome and reason");
-    describe_histogram!(
-        SQS_MESSAGE_LAG_SECONDS,
-        Unit::Seconds,
-        "From a notification's SentTimestamp to its deletion (granules durable)"
-    );
-    describe_counter!(SQS_RECEIVE_ERRORS, "Failed SQS receive calls");
-    describe_counter!(
-        SQS_VISIBILITY_EXTENSIONS,
-        "Visibility extensions of in-flight messages"
-    );
-    describe_gauge!(SQS_IN_FLIGHT, "SQS messages being processed");
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-/// Every metric name, for checks that alert rules and dashboards only use exported metrics.
-pub const ALL: &[&str] = &[
-    GRANULES_RECEIVED,
-    GRANULES_VIRTUALIZED,
-    GRANULES_COMMITTED,
-    GRANULES_REJECTED,
-    GRANULES_MISSING,
-    BYTES_FETCHED,
-    FETCH_SECONDS,
-    PARSE_SECONDS,
-    COMMIT_SECONDS,
-    BATCH_GRANULES,
-    COMMITS,
-    COMMIT_FAILURES,
-    SECOND_WRITER,
-    INGEST_LAG_SECONDS,
-    IN_FLIGHT,
-    BACKFILL_GRANULES,
-    BACKFILL_JOBS,
-    MANIFESTS,
-    LARGEST_MANIFEST_BYTES,
-    MANIFEST_MAX_BYTES,
-    GRANULES_PRESENT,
-    CREDENTIALS_EXPIRY_SECONDS,
-    UNAUTHENTICATED,
-    SQS_MESSAGES,
-    SQS_MESSAGE_LAG_SECONDS,
-    SQS_RECEIVE_ERRORS,
-    SQS_VISIBILITY_EXTENSIONS,
-    SQS_IN_FLIGHT,
+/// One exported metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+    /// Histogram buckets (upper bounds); `None` for counters and gauges.
+    pub buckets: Option<&'static [f64]>,
+}
+
+/// Latencies from a millisecond to a minute.
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Granules per batch, up to a few commits' worth.
+const COUNTS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 24.0, 48.0, 96.0, 240.0, 480.0, 960.0];
+/// Notification lag, from half a second to an hour.
+const LAG: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+const fn counter(name: &'static str, unit: Option<Unit>, help: &'static str) -> Metric {
+    Metric { name, kind: Kind::Counter, unit, help, buckets: None }
+}
+const fn gauge(name: &'static str, unit: Option<Unit>, help: &'static str) -> Metric {
+    Metric { name, kind: Kind::Gauge, unit, help, buckets: None }
+}
+const fn histogram(
+    name: &'static str,
+    unit: Option<Unit>,
+    help: &'static str,
+    buckets: &'static [f64],
+) -> Metric {
+    Metric { name, kind: Kind::Histogram, unit, help, buckets: Some(buckets) }
+}
+
+/// Every metric, once.
+pub const TABLE: &[Metric] = &[
+    counter(GRANULES_RECEIVED, None, "Granules that entered the pipeline, by source"),
+    counter(GRANULES_VIRTUALIZED, None, "Granules fetched and virtualized"),
+    counter(GRANULES_COMMITTED, None, "Granules durable in the store, by outcome"),
+    counter(GRANULES_REJECTED, None, "Granules rejected, by reason"),
+    counter(GRANULES_MISSING, None, "Expected granules absent from the source"),
+    counter(BYTES_FETCHED, Some(Unit::Bytes), "Bytes of granule objects fetched"),
+    histogram(FETCH_SECONDS, Some(Unit::Seconds), "Granule fetch latency", SECONDS),
+    histogram(PARSE_SECONDS, Some(Unit::Seconds), "HDF5 virtualization latency", SECONDS),
+    histogram(COMMIT_SECONDS, Some(Unit::Seconds), "Latency of one batch commit", SECONDS),
+    histogram(BATCH_GRANULES, None, "Granules per committed batch", COUNTS),
+    histogram(
+        INGEST_SECONDS,
+        Some(Unit::Seconds),
+        "One granule through fetch, parse and commit, by source",
+        SECONDS,
+    ),
+    counter(
+        GRANULES_INGESTED,
+        None,
+        "Granules through the ingest path, by source and result (outcome or reason)",
+    ),
+    counter(COMMITS, None, "Commits made"),
+    counter(COMMIT_FAILURES, None, "Failed commit attempts"),
+    counter(SECOND_WRITER, None, "Branch conflicts: another writer is committing"),
+    gauge(
+        INGEST_LAG_SECONDS,
+        Some(Unit::Seconds),
+        "Now minus the newest granule's start time",
+    ),
+    gauge(IN_FLIGHT, None, "Granules in the pipeline"),
+    gauge(BACKFILL_GRANULES, None, "Backfill progress of running jobs, by state"),
+    gauge(BACKFILL_JOBS, None, "Backfill jobs, by state"),
+    gauge(MANIFESTS, None, "Manifests referenced by the branch tip"),
+    gauge(LARGEST_MANIFEST_BYTES, Some(Unit::Bytes), "Largest manifest of the branch tip"),
+    gauge(MANIFEST_MAX_BYTES, Some(Unit::Bytes), "Configured manifest size limit"),
+    gauge(GRANULES_PRESENT, None, "Granules present in the store"),
+    gauge(
+        CREDENTIALS_EXPIRY_SECONDS,
+        Some(Unit::Seconds),
+        "Seconds until source credentials expire",
+    ),
+    counter(UNAUTHENTICATED, None, "Operator requests rejected for a missing or wrong token"),
+    counter(SQS_MESSAGES, None, "SQS messages handled, by outcome and reason"),
+    histogram(
+        SQS_MESSAGE_LAG_SECONDS,
+        Some(Unit::Seconds),
+        "From a notification's SentTimestamp to its deletion (granules durable)",
+        LAG,
+    ),
+    counter(SQS_RECEIVE_ERRORS, None, "Failed SQS receive calls"),
+    counter(SQS_VISIBILITY_EXTENSIONS, None, "Visibility extensions of in-flight messages"),
+    gauge(SQS_IN_FLIGHT, None, "SQS messages being processed"),
+];
+
+/// Every metric name, for checks that alert rules and dashboards only use exported metrics.
+pub static ALL: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| TABLE.iter().map(|m| m.name).collect());
+
+/// Registers help texts and units with the installed recorder.
+pub fn describe_all() {
+    for m in TABLE {
+        match (m.kind, m.unit) {
+            (Kind::Counter, Some(u)) => describe_counter!(m.name, u, m.help),
+            (Kind::Counter, None) => describe_counter!(m.name, m.help),
+            (Kind::Gauge, Some(u)) => describe_gauge!(m.name, u, m.help),
+            (Kind::Gauge, None) => describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_once_and_histograms_have_buckets() {
+        let mut names: Vec<&str> = TABLE.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a metric is listed twice");
+        for m in TABLE {
+            assert!(m.name.starts_with("imerg_"), "{}", m.name);
+            assert_eq!(m.kind == Kind::Histogram, m.buckets.is_some(), "{}", m.name);
+            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}", m.name);
+        }
+    }
+}

@@ -6,10 +6,15 @@
 //!
 //! `IMERG_CRASH_AT=POINT[@N][+MS]`: crash the N-th time (default 1) POINT is reached, MS
 //! milliseconds later (default 0; the kill then comes from another thread while the caller goes
-//! on, e.g. into the commit it was about to make). Unset in production: [`reached`] is then one
-//! relaxed atomic load.
+//! on, e.g. into the commit it was about to make).
+//!
+//! Compiled in only with the `enabled` feature (the binary's `crashpoints` feature, which the test
+//! command turns on): in every other build [`reached`] is an empty function and `IMERG_CRASH_AT`
+//! is ignored, so no production binary can be made to kill itself.
 
+#[cfg(feature = "enabled")]
 use std::sync::OnceLock;
+#[cfg(feature = "enabled")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -29,12 +34,14 @@ pub const AFTER_COMMIT: &str = "after_commit";
 pub const ALL: &[&str] = &[AFTER_RECEIVE, AFTER_VIRTUALIZE, DURING_COMMIT, AFTER_COMMIT];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 struct Spec {
     point: String,
     nth: u64,
     delay: Duration,
 }
 
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 fn parse(s: &str) -> Option<Spec> {
     let (rest, delay) = match s.split_once('+') {
         Some((r, ms)) => (r, Duration::from_millis(ms.trim().parse().ok()?)),
@@ -52,13 +59,28 @@ fn parse(s: &str) -> Option<Spec> {
     })
 }
 
+#[cfg(feature = "enabled")]
 fn spec() -> Option<&'static Spec> {
     static SPEC: OnceLock<Option<Spec>> = OnceLock::new();
     SPEC.get_or_init(|| std::env::var(ENV).ok().as_deref().and_then(parse))
         .as_ref()
 }
 
+/// Whether this build has crash points (the `enabled` feature).
+pub const ENABLED: bool = cfg!(feature = "enabled");
+
+/// Marks that the service reached `point`: without the `enabled` feature, nothing.
+#[cfg(not(feature = "enabled"))]
+#[inline(always)]
+pub fn reached(_point: &str) {}
+
+/// True when `IMERG_CRASH_AT` is set although this build cannot honour it (worth a warning).
+pub fn requested_but_disabled() -> bool {
+    !ENABLED && std::env::var_os(ENV).is_some()
+}
+
 /// Marks that the service reached `point`; SIGKILLs the process if `IMERG_CRASH_AT` says so.
+#[cfg(feature = "enabled")]
 pub fn reached(point: &str) {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let Some(spec) = spec() else { return };
@@ -84,6 +106,7 @@ pub fn reached(point: &str) {
     }
 }
 
+#[cfg(feature = "enabled")]
 fn kill_self() {
     // SAFETY: kill(2) on our own pid with a valid signal number; it has no memory effects.
     unsafe {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use imerg_refs::GranuleRefs;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::dataset::{BatchOutcome, GranuleOutcome};
@@ -78,7 +79,7 @@ pub struct CommitterStats {
 }
 
 /// Sends granules to the committer. Cheap to clone; the committer stops (after committing what
-/// it holds) when every handle is dropped.
+/// it holds) when [`Committer::shutdown`] is called or every handle is dropped.
 #[derive(Debug, Clone)]
 pub struct CommitterHandle {
     tx: mpsc::Sender<Request>,
@@ -105,6 +106,26 @@ impl CommitterHandle {
 #[derive(Debug)]
 pub struct Committer {
     pub join: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Committer {
+    /// The final commit, explicitly: stops taking granules (later appends fail with
+    /// [`DatasetError::Shutdown`]), commits what is queued, and returns true once that commit is
+    /// durable, or false if it took longer than `deadline` (the task is then aborted: nothing of
+    /// the unfinished batch was acknowledged, so its granules are retried after a restart).
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        self.stop.cancel();
+        let mut join = self.join;
+        match tokio::time::timeout(deadline, &mut join).await {
+            Ok(_) => true,
+            Err(_) => {
+                join.abort();
+                tracing::warn!(?deadline, "the final commit did not finish in time: abandoned");
+                false
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -122,8 +143,9 @@ pub fn spawn_committer(
 ) -> (CommitterHandle, Committer) {
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let stats = Arc::new(CommitterStats::default());
-    let join = tokio::spawn(run(dataset, cfg, rx, Arc::clone(&stats)));
-    (CommitterHandle { tx, stats }, Committer { join })
+    let stop = CancellationToken::new();
+    let join = tokio::spawn(run(dataset, cfg, rx, Arc::clone(&stats), stop.clone()));
+    (CommitterHandle { tx, stats }, Committer { join, stop })
 }
 
 async fn run(
@@ -131,11 +153,22 @@ async fn run(
     cfg: CommitterConfig,
     mut rx: mpsc::Receiver<Request>,
     stats: Arc<CommitterStats>,
+    stop: CancellationToken,
 ) {
     let mut next_maintenance = cfg.maintenance.as_ref().map(|m| Instant::now() + m.every);
     let mut closed = false;
+    let mut stopping = false;
     while !closed {
-        let Some(first) = rx.recv().await else { break };
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = stop.cancelled(), if !stopping => {
+                // Refuse new granules; what is queued still arrives, then `None`.
+                rx.close();
+                stopping = true;
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         let deadline = Instant::now() + cfg.max_age;
         let mut batch = vec![first];
         while batch.len() < cfg.max_batch {

@@ -1,0 +1,245 @@
+//! The worker and committer roles across processes: gRPC servers that expose an in-process
+//! [`Worker`] / [`Appender`] as WorkerService / CommitService, and clients that implement the
+//! same traits by calling them, so the rest of the service does not care where a role runs.
+//! Errors keep their meaning across the wire: the [`Reason`] travels as a
+//! `google.rpc.ErrorInfo` detail (domain [`ERROR_DOMAIN`]), and the status code says what kind of
+//! failure it is (NOT_FOUND = gap, INVALID_ARGUMENT / FAILED_PRECONDITION = bad input or
+//! rejected, ABORTED = second writer, UNAVAILABLE = retry).
+
+mod balance;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use balance::{AddrError, RESOLVE_EVERY, balanced_channel};
+
+use async_trait::async_trait;
+use imerg_catalog::{GranuleId, ProductProfile};
+use imerg_pipeline::{
+    Appended, Appender, GranuleRefs, IngestError, Outcome, Reason, Worker,
+};
+use imerg_proto::{granule_from_proto, granule_to_proto, v1};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// The `domain` of every `google.rpc.ErrorInfo` this service sends.
+pub const ERROR_DOMAIN: &str = "imerg.ingest.v1";
+
+/// The one mapping of an ingest error onto a gRPC status, its reason attached as ErrorInfo.
+pub fn to_status(e: &IngestError) -> Status {
+    let code = match e.reason {
+        Reason::NotFound => Code::NotFound,
+        Reason::NotAGranule => Code::InvalidArgument,
+        Reason::SecondWriter => Code::Aborted,
+        r if r.is_retryable() => Code::Unavailable,
+        _ => Code::FailedPrecondition,
+    };
+    Status::with_error_details(
+        code,
+        e.message.clone(),
+        ErrorDetails::with_error_info(e.reason.as_str(), ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// The ingest error a status stands for: the ErrorInfo reason when the peer sent one, otherwise
+/// what the code says (`fallback` for codes that say nothing more, e.g. a dead peer).
+pub fn from_status(s: &Status, fallback: Reason) -> IngestError {
+    let reason = match s.get_details_error_info() {
+        Some(info) if info.domain == ERROR_DOMAIN => Reason::from_label(&info.reason),
+        _ => match s.code() {
+            Code::NotFound => Reason::NotFound,
+            Code::InvalidArgument => Reason::NotAGranule,
+            Code::Aborted => Reason::SecondWriter,
+            Code::FailedPrecondition => Reason::Remote,
+            _ => fallback,
+        },
+    };
+    IngestError::new(reason, s.message())
+}
+
+/// WorkerService around a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerServer {
+    worker: Arc<dyn Worker>,
+    profile: Arc<ProductProfile>,
+}
+
+impl WorkerServer {
+    pub fn new(worker: Arc<dyn Worker>, profile: Arc<ProductProfile>) -> Self {
+        Self { worker, profile }
+    }
+
+    pub fn into_server(self) -> v1::worker_service_server::WorkerServiceServer<Self> {
+        v1::worker_service_server::WorkerServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::worker_service_server::WorkerService for WorkerServer {
+    async fn virtualize(
+        &self,
+        req: Request<v1::VirtualizeRequest>,
+    ) -> Result<Response<v1::VirtualizeResponse>, Status> {
+        let key = req.into_inner().key_or_url;
+        let id = self
+            .profile
+            .parse_any(&key)
+            .map_err(|e| to_status(&IngestError::new(Reason::NotAGranule, e.to_string())))?;
+        match self.worker.virtualize(&id).await {
+            Ok(g) => Ok(Response::new(v1::VirtualizeResponse {
+                granule: Some(granule_to_proto(&g)),
+            })),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+}
+
+/// CommitService around an appender (the committer).
+#[derive(Debug, Clone)]
+pub struct CommitServer(pub Arc<dyn Appender>);
+
+impl CommitServer {
+    pub fn into_server(self) -> v1::commit_service_server::CommitServiceServer<Self> {
+        v1::commit_service_server::CommitServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::commit_service_server::CommitService for CommitServer {
+    async fn append(
+        &self,
+        req: Request<v1::AppendRequest>,
+    ) -> Result<Response<v1::AppendResponse>, Status> {
+        let p = req
+            .into_inner()
+            .granule
+            .ok_or_else(|| Status::invalid_argument("granule is missing"))?;
+        let g = granule_from_proto(&p).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.0.append(g).await {
+            Ok(a) => Ok(Response::new(v1::AppendResponse {
+                key: a.key,
+                outcome: a.outcome.as_str().to_string(),
+                batch_id: a.batch_id,
+                snapshot: a.snapshot,
+            })),
+            Err(e) => Err(to_status(&e)),
+        }
+    }
+}
+
+fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(addr.to_string())?.connect_lazy())
+}
+
+/// Longest a virtualize call may take, waiting for a worker included.
+const WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Workers in other processes: calls spread over every address `addr` names (a comma-separated
+/// list of `http://host:port`; names are re-resolved, so a headless Service follows scaling).
+#[derive(Debug, Clone)]
+pub struct GrpcWorker {
+    client: v1::worker_service_client::WorkerServiceClient<Channel>,
+}
+
+impl GrpcWorker {
+    /// Connects lazily: the workers may start after this process. Needs a Tokio runtime.
+    pub fn new(addr: &str) -> Result<Self, AddrError> {
+        Ok(Self {
+            client: v1::worker_service_client::WorkerServiceClient::new(balanced_channel(addr)?)
+                .max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+}
+
+#[async_trait]
+impl Worker for GrpcWorker {
+    async fn virtualize(&self, id: &GranuleId) -> Result<GranuleRefs, IngestError> {
+        let mut c = self.client.clone();
+        let call = c.virtualize(v1::VirtualizeRequest {
+            key_or_url: id.key.clone(),
+        });
+        let Ok(resp) = tokio::time::timeout(WORKER_CALL_TIMEOUT, call).await else {
+            return Err(IngestError::new(
+                Reason::Transient,
+                format!("{}: no worker answered within {WORKER_CALL_TIMEOUT:?}", id.key),
+            ));
+        };
+        let p = resp
+            .map_err(|s| from_status(&s, Reason::Transient))?
+            .into_inner()
+            .granule
+            .ok_or_else(|| IngestError::new(Reason::Internal, "worker answered without a granule"))?;
+        granule_from_proto(&p).map_err(|e| IngestError::new(Reason::Internal, e.to_string()))
+    }
+}
+
+/// The committer in another process.
+#[derive(Debug, Clone)]
+pub struct GrpcAppender {
+    client: v1::commit_service_client::CommitServiceClient<Channel>,
+}
+
+impl GrpcAppender {
+    /// Connects lazily: the committer may start after this process.
+    pub fn new(addr: &str) -> Result<Self, tonic::transport::Error> {
+        Ok(Self {
+            client: v1::commit_service_client::CommitServiceClient::new(channel(addr)?)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        })
+    }
+}
+
+#[async_trait]
+impl Appender for GrpcAppender {
+    async fn append(&self, granule: GranuleRefs) -> Result<Appended, IngestError> {
+        let mut c = self.client.clone();
+        let r = c
+            .append(v1::AppendRequest {
+                granule: Some(granule_to_proto(&granule)),
+            })
+            .await
+            .map_err(|s| from_status(&s, Reason::CommitterUnavailable))?
+            .into_inner();
+        let outcome = Outcome::parse(&r.outcome).ok_or_else(|| {
+            IngestError::new(
+                Reason::Internal,
+                format!("the committer answered an unknown outcome {:?}", r.outcome),
+            )
+        })?;
+        Ok(Appended {
+            key: r.key,
+            outcome,
+            batch_id: r.batch_id,
+            snapshot: r.snapshot,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_survives_the_wire() {
+        for r in Reason::ALL {
+            let e = IngestError::new(*r, format!("k: {r}"));
+            let back = from_status(&to_status(&e), Reason::Transient);
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn a_plain_status_maps_by_code() {
+        let s = Status::not_found("x");
+        assert_eq!(from_status(&s, Reason::Transient).reason, Reason::NotFound);
+        let s = Status::unavailable("down");
+        assert_eq!(
+            from_status(&s, Reason::CommitterUnavailable).reason,
+            Reason::CommitterUnavailable
+        );
+        let s = Status::aborted("conflict");
+        assert_eq!(from_status(&s, Reason::Transient).reason, Reason::SecondWriter);
+    }
+}

@@ -14,7 +14,7 @@ use imerg_dataset::{
     CommitterConfig, Dataset, DatasetConfig, RepoLocation, SourceContainer, spawn_committer,
 };
 use imerg_ingest_api::{JobManager, JobState};
-use imerg_pipeline::{Appender, LocalWorker, Worker};
+use imerg_pipeline::{Ingestor, LocalWorker};
 use imerg_source::{Source, SourceConfig};
 use imerg_synth::{SynthOptions, write_granule};
 
@@ -79,13 +79,14 @@ fn main() {
                     },
                 );
                 let p = Arc::new(profile.clone());
-                let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(source, Arc::clone(&p), 4));
-                let appender: Arc<dyn Appender> = Arc::new(handle);
+                let ingestor = Ingestor::new(
+                    Arc::new(LocalWorker::new(source, Arc::clone(&p), 4)),
+                    Arc::new(handle),
+                );
                 let jobs = Arc::new(JobManager::new(
                     p,
                     Arc::clone(&ds),
-                    worker,
-                    appender,
+                    ingestor,
                     512,
                     1_000_000,
                 ));

@@ -12,8 +12,9 @@ use futures::StreamExt as _;
 use imerg_catalog::{GranuleId, ProductProfile, TimeRange};
 use imerg_dataset::Dataset;
 use imerg_metrics as m;
-use imerg_pipeline::{AppendError, Appender, WorkError, Worker};
+use imerg_pipeline::{Ingestor, Origin, Stage};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 /// Lifecycle of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,33 +89,33 @@ pub enum JobError {
 pub struct JobManager {
     profile: Arc<ProductProfile>,
     dataset: Arc<Dataset>,
-    worker: Arc<dyn Worker>,
-    appender: Arc<dyn Appender>,
+    ingestor: Ingestor,
     /// Granules in flight per job (fetching, parsing or waiting for their commit). Must exceed
     /// the committer's batch size for batches to fill.
     concurrency: usize,
     /// Largest range a single request may ask for, in granules.
     max_granules: u64,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// Every job's task, so shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 impl JobManager {
     pub fn new(
         profile: Arc<ProductProfile>,
         dataset: Arc<Dataset>,
-        worker: Arc<dyn Worker>,
-        appender: Arc<dyn Appender>,
+        ingestor: Ingestor,
         concurrency: usize,
         max_granules: u64,
     ) -> Self {
         Self {
             profile,
             dataset,
-            worker,
-            appender,
+            ingestor,
             concurrency: concurrency.max(1),
             max_granules,
             jobs: Mutex::new(BTreeMap::new()),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -164,6 +165,11 @@ impl JobManager {
 
     /// Starts a backfill of `range` and returns its first status.
     pub async fn backfill(self: &Arc<Self>, range: TimeRange) -> Result<JobStatus, JobError> {
+        if self.tasks.is_closed() {
+            return Err(JobError::Unavailable(
+                "the service is shutting down: no new backfills".into(),
+            ));
+        }
         let expected: Vec<GranuleId> = self.profile.expected(range).collect();
         let (from, to) = match (expected.first(), expected.last()) {
             (Some(a), Some(b)) => (a.time_index, b.time_index + 1),
@@ -207,7 +213,8 @@ impl JobManager {
             present_already = status.present_already, "backfill started");
         metrics::gauge!(m::BACKFILL_JOBS, "state" => "running").increment(1.0);
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.run(job, todo, cancel_rx).await });
+        self.tasks
+            .spawn(async move { me.run(job, todo, cancel_rx).await });
         Ok(status)
     }
 
@@ -224,41 +231,29 @@ impl JobManager {
                 async move { !cancelled }
             })
             .map(|g| {
-                let (worker, appender) = (Arc::clone(&self.worker), Arc::clone(&self.appender));
+                let ingestor = self.ingestor.clone();
                 async move {
-                    metrics::counter!(m::GRANULES_RECEIVED, "source" => "backfill").increment(1);
-                    metrics::gauge!(m::IN_FLIGHT).increment(1.0);
-                    let r = match worker.virtualize(&g.key).await {
-                        Ok(refs) => Ok((true, appender.append(refs).await)),
-                        Err(e) => Err(e),
-                    };
-                    metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+                    let r = ingestor.ingest(&g, Origin::Backfill).await;
                     (g.key, r)
                 }
             })
             .buffer_unordered(self.concurrency)
             .for_each(|(key, r)| {
                 match r {
-                    Ok((_, Ok(_))) => progress(&|s| {
+                    Ok(_) => progress(&|s| {
                         s.fetched += 1;
                         s.committed += 1;
                     }),
-                    Ok((_, Err(e))) => {
-                        let (reason, message) = match &e {
-                            AppendError::Rejected { reason, message }
-                            | AppendError::Unavailable { reason, message } => {
-                                (reason.clone(), message.clone())
-                            }
-                        };
-                        progress(&|s| {
-                            s.fetched += 1;
-                            fail(s, &key, &reason, &message);
-                        });
-                    }
-                    Err(WorkError::NotFound { .. }) => progress(&|s| s.missing_at_source += 1),
+                    Err(e) if e.is_gap() => progress(&|s| s.missing_at_source += 1),
                     Err(e) => {
-                        let (reason, message) = (e.reason().to_string(), e.to_string());
-                        progress(&|s| fail(s, &key, &reason, &message));
+                        let fetched = e.stage == Stage::Append;
+                        let (reason, message) = (e.reason.as_str(), e.message);
+                        progress(&|s| {
+                            if fetched {
+                                s.fetched += 1;
+                            }
+                            fail(s, &key, reason, &message);
+                        });
                     }
                 }
                 self.publish_progress();
@@ -357,6 +352,14 @@ impl JobManager {
         for j in self.jobs.lock().unwrap_or_else(|p| p.into_inner()).values() {
             let _ = j.cancel.send(true);
         }
+    }
+
+    /// Shutdown: cancels every job and waits until their granules in flight are done (the caller
+    /// bounds the wait). New jobs are refused from then on.
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.cancel_all();
+        self.tasks.wait().await;
     }
 
     /// True while any job is running.

@@ -2,10 +2,9 @@
 //! logging and dispatches; each subcommand lives in `commands/`.
 
 mod commands;
-mod http;
 mod product;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Keeps an Icechunk virtual Zarr dataset of GPM IMERG half-hourly precipitation up to date.
 #[derive(Debug, Parser)]
@@ -115,7 +114,9 @@ fn init_logging(format: LogFormat) -> Option<opentelemetry_sdk::trace::SdkTracer
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let serve_matches = matches.subcommand_matches("serve").cloned().unwrap_or_default();
     let tracer_provider = init_logging(cli.log_format);
     let result = (|| -> anyhow::Result<std::process::ExitCode> {
         let profile = cli.product.load()?;
@@ -124,7 +125,7 @@ fn main() -> std::process::ExitCode {
             Command::Virtualize(args) => commands::virtualize::run(profile, args),
             Command::Append(args) => commands::append::run(profile, args),
             Command::Status(args) => commands::status::run(profile, args),
-            Command::Serve(args) => commands::serve::run(profile, *args),
+            Command::Serve(args) => commands::serve::run(profile, *args, &serve_matches),
             Command::Backfill(args) => commands::backfill::run(args),
             Command::Simulate(args) => commands::simulate::run(profile, args),
             Command::Profile => {

@@ -1,8 +1,9 @@
-//! The service end to end on loopback: `serve` as a real process, a separate gRPC client for
-//! Backfill / WatchJob / GetJob / CancelJob / GetStatus, tokens and bad requests, /metrics parsed
-//! by the reference Prometheus parser with counters matching what happened, a cancelled job, a
-//! re-run that doubles nothing, a SIGKILL mid-backfill followed by a restart that finishes the
-//! range, SIGTERM, and the Python reader on the resulting store.
+//! The service end to end on loopback: the service in-process (`imerg_service`) with a separate
+//! gRPC client for Backfill / WatchJob / GetJob / CancelJob / GetStatus, tokens and bad
+//! requests, /metrics parsed by the reference Prometheus parser with counters matching what
+//! happened, a cancelled job, a re-run that doubles nothing, a graceful stop and the Python
+//! reader on the resulting store; then as real processes: a SIGKILL mid-backfill followed by a
+//! restart that finishes the range, SIGTERM, roles in separate processes, OTLP export.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Server, check_store, present, python, synth};
+use common::{InProcess, Server, check_store, present, python, synth};
 use futures::StreamExt as _;
 use imerg_proto::{to_timestamp, v1};
 use tonic::Code;
@@ -25,7 +26,7 @@ fn start(data: &Path) -> Server {
     start_with(data, &[])
 }
 
-fn start_with(data: &Path, extra: &[&str]) -> Server {
+fn args_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--watch",
         "false",
@@ -41,7 +42,11 @@ fn start_with(data: &Path, extra: &[&str]) -> Server {
         "10s",
     ];
     args.extend_from_slice(extra);
-    Server::spawn(data, &args, &[])
+    args
+}
+
+fn start_with(data: &Path, extra: &[&str]) -> Server {
+    Server::spawn(data, &args_with(extra), &[])
 }
 
 type Client = v1::ingest_service_client::IngestServiceClient<
@@ -61,8 +66,8 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-async fn client(server: &Server, token: Option<&str>) -> Client {
-    let ch = tonic::transport::Endpoint::from_shared(server.grpc.clone())
+async fn client(grpc: &str, token: Option<&str>) -> Client {
+    let ch = tonic::transport::Endpoint::from_shared(grpc.to_string())
         .unwrap()
         .connect()
         .await
@@ -107,11 +112,12 @@ async fn watch_to_end(c: &mut Client, id: &str) -> v1::Job {
     last
 }
 
+/// One sample parsed by prometheus_client; a missing series fails the test.
 fn metric(samples: &serde_json::Value, key: &str) -> f64 {
     samples
         .get(key)
         .and_then(serde_json::Value::as_f64)
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no series {key} in {samples}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,19 +137,19 @@ async fn backfill_over_grpc_end_to_end() {
     )
     .unwrap();
 
-    let mut server = start(&data);
+    let server = InProcess::start(&data, &args_with(&[]));
     assert_eq!(server.get("/healthz").0, 200);
     assert_eq!(server.get("/readyz").0, 200);
 
     // Tokens.
-    let mut anon = client(&server, None).await;
+    let mut anon = client(&server.grpc, None).await;
     let e = anon
         .backfill(req("2021-05-05", "2021-05-06"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(!e.message().contains(TOKEN));
-    let mut wrong = client(&server, Some("guess")).await;
+    let mut wrong = client(&server.grpc, Some("guess")).await;
     assert_eq!(
         wrong
             .backfill(req("2021-05-05", "2021-05-06"))
@@ -172,7 +178,7 @@ async fn backfill_over_grpc_end_to_end() {
     );
 
     // Bad requests.
-    let mut c = client(&server, Some(TOKEN)).await;
+    let mut c = client(&server.grpc, Some(TOKEN)).await;
     for (r, says) in [
         (req("2021-05-06", "2021-05-05"), "must be after start"),
         (
@@ -334,65 +340,21 @@ async fn backfill_over_grpc_end_to_end() {
     assert_eq!(st.gaps.len(), 1);
     assert!(st.ingest_lag_seconds > 0.0 && st.manifests > 0);
 
-    // SIGKILL in the middle of a backfill, restart, re-run: finished, nothing doubled.
-    synth(&granules, "2021-05-08T00:00", "2021-05-08T06:00");
-    let job = c
-        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    server.signal("-KILL");
-    let _ = server.child.wait();
-    drop(server);
-    let mut server = start(&data);
-    let mut c = client(&server, Some(TOKEN)).await;
-    let before = c
-        .get_status(v1::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .granules_present;
-    assert!((24..=36).contains(&before));
-    let rerun = c
-        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        rerun.present_already,
-        before - 24,
-        "job {} was killed after {} commits",
-        job.id,
-        before - 24
-    );
-    let rerun = watch_to_end(&mut c, &rerun.id).await;
-    assert_eq!(rerun.committed, 36 - before);
-    let st = c
-        .get_status(v1::GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.granules_present, 36);
-
-    // SIGTERM: a clean exit.
-    server.signal("-TERM");
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    // A graceful stop.
+    server.stop().unwrap();
 
     // The Python reader sees the source values.
     let gap = profile
         .granule_at(imerg_catalog::parse_time("2021-05-06T00:00").unwrap())
         .unwrap();
     let last = profile
-        .granule_at(imerg_catalog::parse_time("2021-05-08T05:30").unwrap())
+        .granule_at(imerg_catalog::parse_time("2021-05-07T05:30").unwrap())
         .unwrap();
     let present = present(
         &granules,
         &[
             ("2021-05-05T00:00", "2021-05-05T06:00"),
             ("2021-05-07T00:00", "2021-05-07T06:00"),
-            ("2021-05-08T00:00", "2021-05-08T06:00"),
         ],
     );
     check_store(
@@ -403,6 +365,74 @@ async fn backfill_over_grpc_end_to_end() {
             "time_len": last.time_index + 1,
             "present": present,
             "gaps": [gap.time_index],
+        }),
+    );
+}
+
+/// SIGKILL in the middle of a backfill, restart, re-run: finished, nothing doubled; then SIGTERM
+/// exits cleanly and the Python reader sees the source values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_backfill_then_a_rerun_finishes_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let granules = data.join("granules");
+    synth(&granules, "2021-05-08T00:00", "2021-05-08T06:00");
+    let mut server = start(&data);
+    let mut c = client(&server.grpc, Some(TOKEN)).await;
+    let job = c
+        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.signal("-KILL");
+    let _ = server.child.wait();
+    drop(server);
+    let mut server = start(&data);
+    let mut c = client(&server.grpc, Some(TOKEN)).await;
+    let before = c
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .granules_present;
+    assert!((0..=12).contains(&before));
+    let rerun = c
+        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rerun.present_already, before,
+        "job {} was killed after {before} commits",
+        job.id
+    );
+    let rerun = watch_to_end(&mut c, &rerun.id).await;
+    assert_eq!(rerun.committed, 12 - before);
+    let st = c
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.granules_present, 12);
+
+    // SIGTERM: a clean exit.
+    server.signal("-TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let profile = imerg_catalog::ProductProfile::final_v07b();
+    let last = profile
+        .granule_at(imerg_catalog::parse_time("2021-05-08T05:30").unwrap())
+        .unwrap();
+    check_store(
+        &data,
+        &serde_json::json!({
+            "repo": data.join("repo"),
+            "container": format!("file://{}/", granules.display()),
+            "time_len": last.time_index + 1,
+            "present": present(&granules, &[("2021-05-08T00:00", "2021-05-08T06:00")]),
+            "gaps": [],
         }),
     );
 }
@@ -429,7 +459,7 @@ async fn roles_in_separate_processes_talk_grpc() {
             &committer.grpc,
         ],
     );
-    let mut c = client(&api, Some(TOKEN)).await;
+    let mut c = client(&api.grpc, Some(TOKEN)).await;
     let job = c
         .backfill(req("2022-08-08T00:00", "2022-08-08T04:00"))
         .await
@@ -448,7 +478,7 @@ async fn roles_in_separate_processes_talk_grpc() {
         .into_inner();
     assert_eq!(st.granules_present, 6);
     // Each process serves only its own role's service.
-    let mut to_worker = client(&worker, Some(TOKEN)).await;
+    let mut to_worker = client(&worker.grpc, Some(TOKEN)).await;
     assert_eq!(
         to_worker
             .list_jobs(v1::ListJobsRequest {})
@@ -494,7 +524,7 @@ async fn calls_spread_over_several_workers() {
             &committer.grpc,
         ],
     );
-    let mut c = client(&api, Some(TOKEN)).await;
+    let mut c = client(&api.grpc, Some(TOKEN)).await;
     let job = c
         .backfill(req("2022-08-09T00:00", "2022-08-09T06:00"))
         .await
@@ -576,7 +606,7 @@ async fn spans_are_exported_over_otlp_when_configured() {
             ("OTEL_SERVICE_NAME", "imerg-ingest-test"),
         ],
     );
-    let mut c = client(&server, Some(TOKEN)).await;
+    let mut c = client(&server.grpc, Some(TOKEN)).await;
     let job = c
         .backfill(req("2023-03-03T00:00", "2023-03-03T01:00"))
         .await

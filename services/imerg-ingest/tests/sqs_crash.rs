@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::aws::{ENVS, Stack, metric};
-use common::{Server, check_store, keys, python, synth};
+use common::aws::{ENVS, Stack};
+use common::{Server, check_store, keys, metric, python, synth};
 
 const START: &str = "2024-03-01T00:00";
 const END: &str = "2024-03-01T03:00";

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use imerg_catalog::ProductProfile;
+use imerg_pipeline::Reason;
 use imerg_refs::GranuleRefs;
 use serde_json::json;
 
@@ -41,24 +42,13 @@ pub fn granule_json(g: &GranuleRefs) -> serde_json::Value {
     })
 }
 
-async fn one(
-    profile: Arc<ProductProfile>,
-    input: &str,
-) -> Result<GranuleRefs, (String, String, &'static str)> {
-    let id = profile
-        .parse_any(input)
-        .map_err(|e| (input.to_string(), e.to_string(), "not_a_granule"))?;
-    let fetched = imerg_source::fetch_url(input).await.map_err(|e| {
-        let reason = match e {
-            imerg_source::SourceError::NotFound { .. } => "not_found",
-            _ => "fetch",
-        };
-        (id.key.clone(), e.to_string(), reason)
-    })?;
-    let key = id.key.clone();
-    imerg_virtualize::virtualize_bytes_blocking(fetched.bytes, id, fetched.object, profile)
-        .await
-        .map_err(|e| (key, e.to_string(), e.reason()))
+/// The `reason` field of a failure: the pipeline's reason, with fetch failures named `fetch`
+/// as this command always has.
+fn reason_label(r: Reason) -> &'static str {
+    match r {
+        Reason::Transient | Reason::Source => "fetch",
+        other => other.as_str(),
+    }
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
@@ -67,7 +57,7 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
     super::block_on(async {
         let mut out = std::io::stdout().lock();
         for input in &args.inputs {
-            let line = match one(Arc::clone(&profile), input).await {
+            let line = match imerg_pipeline::virtualize_url(Arc::clone(&profile), input).await {
                 Ok(g) if args.json => granule_json(&g).to_string(),
                 Ok(g) => {
                     let per: Vec<String> = g
@@ -85,8 +75,12 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
                         &g.fingerprint[..16]
                     )
                 }
-                Err((key, error, reason)) => {
+                Err(e) => {
                     failed += 1;
+                    let key = profile
+                        .parse_any(input)
+                        .map_or_else(|_| input.clone(), |id| id.key);
+                    let (error, reason) = (e.message, reason_label(e.reason));
                     tracing::warn!(%key, %reason, %error, "granule rejected");
                     if args.json {
                         json!({"key": key, "input": input, "error": error, "reason": reason})

@@ -315,12 +315,3 @@ impl Stack {
         })
     }
 }
-
-/// Reads a metric's value from a Prometheus text exposition (0 when absent).
-pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}

@@ -1,5 +1,7 @@
 //! Helpers shared by the binary's integration tests: the binary itself, the Python reader venv,
-//! `serve` as a child process on loopback ports, synthetic granules, and the Python store check.
+//! the service in-process ([`InProcess`], `imerg_service` on loopback ports) or as a child
+//! process ([`Server`], for SIGKILL and signal tests), synthetic granules, metrics read from the
+//! exposition (a missing series fails the test), and the Python store check.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +23,139 @@ pub fn python() -> PathBuf {
     );
     assert!(p.exists(), "IMERG_PYTHON={} does not exist", p.display());
     p
+}
+
+/// The service in-process: `imerg_service::Service` with the same flags as `serve`, on ports the
+/// OS picked, on a runtime of its own; stopped (gracefully) by [`InProcess::stop`] or on drop.
+pub struct InProcess {
+    /// `http://127.0.0.1:PORT` of the gRPC server.
+    pub grpc: String,
+    /// `127.0.0.1:PORT` of the HTTP endpoints.
+    pub http: String,
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+#[derive(Debug, clap::Parser)]
+struct ServeArgs {
+    #[command(flatten)]
+    cfg: imerg_service::ServiceConfig,
+}
+
+/// The configuration `serve --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir DATA ARGS`
+/// would run.
+pub fn service_config(data: &Path, args: &[&str]) -> imerg_service::ServiceConfig {
+    use clap::Parser as _;
+    let data = data.to_string_lossy().to_string();
+    let mut all = vec![
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+    ];
+    all.extend_from_slice(args);
+    ServeArgs::try_parse_from(all).unwrap().cfg
+}
+
+impl InProcess {
+    /// Starts the service like `serve ARGS` would (see [`service_config`]).
+    pub fn start(data: &Path, args: &[&str]) -> Self {
+        Self::start_with(service_config(data, args), None)
+    }
+
+    /// Starts the service from a configuration, listening to `queue` if given.
+    pub fn start_with(
+        cfg: imerg_service::ServiceConfig,
+        queue: Option<std::sync::Arc<dyn imerg_listener::Queue>>,
+    ) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let r = rt.block_on(async move {
+                let mut svc = match imerg_service::Service::bind(cfg).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return Err(e.to_string());
+                    }
+                };
+                if let Some(q) = queue {
+                    svc = svc.with_queue(q);
+                }
+                let _ = tx.send(Ok((svc.grpc_addr().unwrap(), svc.http_addr().unwrap())));
+                svc.run(token.cancelled_owned())
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+            r
+        });
+        let (grpc, http) = rx
+            .recv()
+            .expect("the service thread ended")
+            .unwrap_or_else(|e| panic!("the service did not start: {e}"));
+        Self {
+            grpc: format!("http://{grpc}"),
+            http: http.to_string(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// GET on the HTTP endpoints: status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_body(&self.http, "GET", path, &[], b"")
+    }
+
+    /// Graceful shutdown (as on SIGTERM); the service's own result.
+    pub fn stop(mut self) -> Result<(), String> {
+        self.stop.cancel();
+        self.thread.take().map_or(Ok(()), |t| t.join().unwrap())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The value of one series in a Prometheus exposition; fails the test if the series is absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    metric_opt(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+/// The value of one series, `None` if absent.
+pub fn metric_opt(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sets the AWS variables moto accepts, once per test process, before any service reads them
+/// (every test that uses AWS calls this first).
+pub fn aws_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in aws::ENVS {
+            // SAFETY: called first thing in each test that talks to AWS, under `Once`: no
+            // thread of this process reads these variables before they are set.
+            unsafe { std::env::set_var(k, v) };
+        }
+    });
 }
 
 /// `imerg-ingest serve` as a child process on ports the OS picked (read back from its stdout).
@@ -272,4 +407,28 @@ pub fn moto(py: &Path) -> (Killed, String) {
         std::thread::sleep(Duration::from_millis(200));
     }
     (Killed(child), addr)
+}
+
+/// The value of `name` with exactly these labels (in any order) in a Prometheus exposition;
+/// `None` if there is no such series.
+pub fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (head, value) = l.rsplit_once(' ')?;
+        let (n, got) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let mut got: Vec<String> = if got.is_empty() {
+            Vec::new()
+        } else {
+            got.split(',').map(String::from).collect()
+        };
+        got.sort();
+        (got == want).then(|| value.parse().ok()).flatten()
+    })
 }

@@ -1,8 +1,9 @@
 //! HTTP endpoints for operators and Kubernetes: `/metrics` (Prometheus text format), `/healthz`
-//! (the process is alive and serving) and `/readyz` (the repository answers within 5 s, and the
-//! SQS queue answered the listener's last call).
+//! (the process is alive and its critical tasks run) and `/readyz` (not shutting down, the
+//! repository answers within 5 s, and the SQS queue answered the listener's last call).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::State as AxumState;
@@ -10,16 +11,17 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use imerg_dataset::Dataset;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
 
 /// What the handlers need.
 #[derive(Clone)]
-pub struct State {
+pub(crate) struct State {
     pub prometheus: PrometheusHandle,
     /// The repository, for roles that use it (readiness checks it).
     pub dataset: Option<Arc<Dataset>>,
     /// The SQS listener's view of its queue, when this process listens.
     pub queue: Option<Arc<imerg_listener::QueueHealth>>,
+    /// False from the moment shutdown starts: load balancers stop sending work first.
+    pub ready: Arc<AtomicBool>,
 }
 
 async fn metrics_text(AxumState(s): AxumState<State>) -> String {
@@ -31,6 +33,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
+    if !s.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
     if let Some(Err(e)) = s.queue.as_ref().map(|q| q.check()) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -44,12 +49,7 @@ async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
         );
     };
     let branch = dataset.config().branch.clone();
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        dataset.repository().lookup_branch(&branch),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_secs(5), dataset.repository().lookup_branch(&branch)).await {
         Ok(Ok(tip)) => (StatusCode::OK, format!("ready: {branch} at {tip}\n")),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -62,20 +62,11 @@ async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
     }
 }
 
-/// Serves until `shutdown` turns true.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: State,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let app = axum::Router::new()
+/// The router of the HTTP port.
+pub(crate) fn router(state: State) -> axum::Router {
+    axum::Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await
+        .with_state(state)
 }

@@ -1,0 +1,628 @@
+//! The service's one configuration type: every option is a command-line flag, an `IMERG_*`
+//! environment variable and a key of an optional TOML file (precedence: flag, then variable,
+//! then file, then the default stated once, on the field). [`ServiceConfig::validate`] checks it
+//! once, across fields, and derives the typed [`Settings`] the service runs on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use imerg_catalog::{Location, ProductProfile, SourceLocation};
+use imerg_dataset::{CommitterConfig, MaintenanceConfig, RepoLocation};
+use imerg_listener::{DirectoryConfig, SqsConfig};
+use serde::{Deserialize, Serialize};
+
+/// A secret (a bearer token): shown nowhere, not in `Debug`, logs or errors.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+/// A role a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every role below.
+    All,
+    /// Granule notifications (SQS) and the local directory watcher.
+    Listener,
+    /// Fetch + parse (WorkerService).
+    Worker,
+    /// The single writer (CommitService).
+    Committer,
+    /// IngestService: backfill jobs and status.
+    Api,
+}
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub listener: bool,
+    pub worker: bool,
+    pub committer: bool,
+    pub api: bool,
+}
+
+impl Roles {
+    pub fn of(list: &[Role]) -> Self {
+        let mut r = Self::default();
+        for role in list {
+            match role {
+                Role::All => {
+                    r = Self {
+                        listener: true,
+                        worker: true,
+                        committer: true,
+                        api: true,
+                    }
+                }
+                Role::Listener => r.listener = true,
+                Role::Worker => r.worker = true,
+                Role::Committer => r.committer = true,
+                Role::Api => r.api = true,
+            }
+        }
+        r
+    }
+
+    /// Roles that hand granules to a worker and the committer.
+    pub fn drives_pipeline(self) -> bool {
+        self.api || self.listener
+    }
+
+    /// Roles that read the repository.
+    pub fn uses_repository(self) -> bool {
+        self.committer || self.drives_pipeline()
+    }
+}
+
+/// Durations as people write them (`30s`, `250ms`, `7d`) in the TOML file.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// Everything `imerg-ingest serve` can be told. Field names are the TOML keys; `--help` lists
+/// each flag with its variable.
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Roles to run in this process: `all`, or a comma-separated list of listener, worker,
+    /// committer, api. Roles in the same process call each other directly; a role that runs
+    /// elsewhere is reached over gRPC (--worker-addr, --committer-addr).
+    #[arg(long, env = "IMERG_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
+    pub roles: Vec<Role>,
+    /// WorkerService address(es), when this process does not run the worker role: a
+    /// comma-separated list of http://host:port. Names are re-resolved every 15 s and calls
+    /// spread over every address (a Kubernetes headless Service reaches every worker pod).
+    #[arg(long, env = "IMERG_WORKER_ADDR")]
+    pub worker_addr: Option<String>,
+    /// CommitService address, when this process does not run the committer role.
+    #[arg(long, env = "IMERG_COMMITTER_ADDR")]
+    pub committer_addr: Option<String>,
+    /// Base directory of the embedded default: repository in DATA_DIR/repo, granules in
+    /// DATA_DIR/granules.
+    #[arg(long, env = "IMERG_DATA_DIR", default_value = "imerg-data")]
+    pub data_dir: PathBuf,
+    /// Repository location: a directory or s3://bucket/prefix (default DATA_DIR/repo).
+    #[arg(long, env = "IMERG_REPO")]
+    pub repo: Option<String>,
+    /// S3-compatible endpoint of the repository bucket.
+    #[arg(long, env = "IMERG_REPO_ENDPOINT")]
+    pub repo_endpoint: Option<String>,
+    /// Region of the repository bucket.
+    #[arg(long, env = "IMERG_REPO_REGION")]
+    pub repo_region: Option<String>,
+    /// Granule source: a directory or s3://bucket[/prefix] in the bucket layout
+    /// (default DATA_DIR/granules).
+    #[arg(long, env = "IMERG_SOURCE")]
+    pub source: Option<String>,
+    /// S3-compatible endpoint of the source bucket.
+    #[arg(long, env = "IMERG_SOURCE_ENDPOINT")]
+    pub source_endpoint: Option<String>,
+    /// Region of the source bucket.
+    #[arg(long, env = "IMERG_SOURCE_REGION")]
+    pub source_region: Option<String>,
+    /// Read the source bucket without signing requests.
+    #[arg(long, env = "IMERG_SOURCE_ANONYMOUS")]
+    pub source_anonymous: bool,
+    /// Earthdata Login bearer token, for temporary S3 credentials to NASA's bucket (a secret;
+    /// prefer the _FILE form).
+    #[arg(long, env = "IMERG_EARTHDATA_TOKEN", hide_env_values = true)]
+    pub earthdata_token: Option<Secret>,
+    /// File holding the Earthdata Login bearer token.
+    #[arg(long, env = "IMERG_EARTHDATA_TOKEN_FILE")]
+    pub earthdata_token_file: Option<PathBuf>,
+    /// The s3credentials endpoint that exchanges the token for temporary S3 credentials.
+    #[arg(long, env = "IMERG_EARTHDATA_URL", default_value = imerg_credentials::DEFAULT_URL)]
+    pub earthdata_url: String,
+    /// gRPC listen address (IngestService, health, reflection).
+    #[arg(long, env = "IMERG_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "IMERG_HTTP_ADDR", default_value = "127.0.0.1:9464")]
+    pub http_addr: SocketAddr,
+    /// SQS queue of new-granule notifications (S3 events, SNS, EventBridge, CMR) for the
+    /// listener role.
+    #[arg(long, env = "IMERG_SQS_QUEUE_URL")]
+    pub sqs_queue_url: Option<String>,
+    /// SQS-compatible endpoint (a local server).
+    #[arg(long, env = "IMERG_SQS_ENDPOINT")]
+    pub sqs_endpoint: Option<String>,
+    /// Region of the SQS queue.
+    #[arg(long, env = "IMERG_SQS_REGION")]
+    pub sqs_region: Option<String>,
+    /// Long-poll wait, seconds (0 to 20).
+    #[arg(long, env = "IMERG_SQS_WAIT_SECONDS", default_value_t = 20)]
+    pub sqs_wait_seconds: i32,
+    /// Visibility timeout set on receive and extended (every half of it, up to 30 minutes)
+    /// while a message is in flight, seconds.
+    #[arg(long, env = "IMERG_SQS_VISIBILITY_TIMEOUT", default_value_t = 120)]
+    pub sqs_visibility_timeout: i32,
+    /// Watch a local source directory for new granule files (listener role).
+    #[arg(long, env = "IMERG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch: bool,
+    /// Time between two scans of the watched directory.
+    #[arg(long, env = "IMERG_WATCH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub watch_interval: Duration,
+    /// Granules per commit.
+    #[arg(long, env = "IMERG_BATCH_SIZE", default_value_t = 240)]
+    pub batch_size: usize,
+    /// Commit a partial batch once its oldest granule waited this long.
+    #[arg(long, env = "IMERG_BATCH_AGE", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub batch_age: Duration,
+    /// Commit a partial batch once no granule arrived for this long (a burst has ended).
+    #[arg(long, env = "IMERG_BATCH_IDLE", default_value = "250ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub batch_idle: Duration,
+    /// Granules fetched and parsed at once (each holds its bytes in memory until parsed).
+    #[arg(long, env = "IMERG_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub worker_concurrency: usize,
+    /// Granules in flight per backfill job (fetching, parsing or waiting for their commit); at
+    /// least --batch-size for batches to fill.
+    #[arg(long, env = "IMERG_BACKFILL_CONCURRENCY", default_value_t = 512)]
+    pub backfill_concurrency: usize,
+    /// Largest backfill request, in granules.
+    #[arg(long, env = "IMERG_BACKFILL_MAX_GRANULES", default_value_t = 600_000)]
+    pub backfill_max_granules: u64,
+    /// Operator bearer token for Backfill and CancelJob (a secret; prefer the _FILE form). With
+    /// no token those RPCs are accepted from loopback only.
+    #[arg(long, env = "IMERG_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<Secret>,
+    /// File holding the operator bearer token.
+    #[arg(long, env = "IMERG_OPERATOR_TOKEN_FILE")]
+    pub operator_token_file: Option<PathBuf>,
+    /// Largest manifest before it rolls over along time (used when creating the repository).
+    #[arg(long, env = "IMERG_MANIFEST_MAX_BYTES", default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
+    pub manifest_max_bytes: u64,
+    /// Cap of Icechunk's manifest cache, in references.
+    #[arg(long, env = "IMERG_MANIFEST_CACHE_REFS", default_value_t = imerg_dataset::DEFAULT_MANIFEST_CACHE_REFS)]
+    pub manifest_cache_refs: u64,
+    /// Expire snapshots older than this and garbage-collect (e.g. 7d). Off unless given.
+    #[arg(long, env = "IMERG_SNAPSHOT_RETENTION", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text::option")]
+    pub snapshot_retention: Option<Duration>,
+    /// How often expiry and garbage collection run.
+    #[arg(long, env = "IMERG_MAINTENANCE_EVERY", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub maintenance_every: Duration,
+    /// How long shutdown waits for in-flight granules before abandoning them, and again for the
+    /// final commit: a process stops within twice this (uncommitted work is not acknowledged and
+    /// is picked up again after restart).
+    #[arg(long, env = "IMERG_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub shutdown_grace: Duration,
+    /// The product (from the global --product / --product-profile options).
+    #[arg(skip = ProductProfile::final_v07b())]
+    #[serde(skip, default = "ProductProfile::final_v07b")]
+    pub profile: ProductProfile,
+}
+
+/// The configuration is wrong; the message says which option and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+fn invalid(s: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(s.into())
+}
+
+/// What the service runs on: the configuration checked and turned into each part's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub profile: ProductProfile,
+    pub roles: Roles,
+    pub source: SourceLocation,
+    pub repo: RepoLocation,
+    pub worker_addr: Option<String>,
+    pub committer_addr: Option<String>,
+    /// The SQS queue, when this process listens to one.
+    pub sqs: Option<SqsConfig>,
+    /// The local directory watcher, when this process runs it.
+    pub watch: Option<DirectoryConfig>,
+    pub committer: CommitterConfig,
+    pub manifest_max_bytes: u64,
+    pub manifest_cache_refs: u64,
+    pub worker_concurrency: usize,
+    pub backfill_concurrency: usize,
+    pub backfill_max_granules: u64,
+    pub operator_token: Option<Secret>,
+    pub earthdata: Option<imerg_credentials::EarthdataConfig>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shutdown_grace: Duration,
+}
+
+fn read_secret(path: &Path, what: &str) -> Result<Secret, ConfigError> {
+    let s = std::fs::read_to_string(path).map_err(|e| {
+        invalid(format!(
+            "reading the {what} file {}: {}",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    Ok(Secret::new(s.trim()))
+}
+
+impl ServiceConfig {
+    /// Overlays a TOML file onto this configuration: a key of the file sets its option unless
+    /// that option came from the command line or the environment (`matches` tells which).
+    /// Unknown keys are errors.
+    pub fn with_file(self, path: &Path, matches: &clap::ArgMatches) -> Result<Self, ConfigError> {
+        let file_err = |message: String| ConfigError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.kind().to_string()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+        let profile = self.profile.clone();
+        let mut merged = serde_json::to_value(&self).map_err(|e| file_err(e.to_string()))?;
+        let Some(obj) = merged.as_object_mut() else {
+            return Err(file_err("internal: configuration is not an object".into()));
+        };
+        for (key, value) in table {
+            let id = key.replace('-', "_");
+            let given = matches!(
+                matches.try_get_raw(&id).ok().flatten().and(matches.value_source(&id)),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !given {
+                let v = serde_json::to_value(&value).map_err(|e| file_err(e.to_string()))?;
+                obj.insert(id, v);
+            }
+        }
+        let mut cfg: Self = serde_json::from_value(merged).map_err(|e| file_err(e.to_string()))?;
+        cfg.profile = profile;
+        Ok(cfg)
+    }
+
+    /// Checks the configuration once, across fields, and derives the settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let roles = Roles::of(&self.roles);
+        if roles == Roles::default() {
+            return Err(invalid("--roles names no role"));
+        }
+        let source_text = match &self.source {
+            Some(s) => s.clone(),
+            None => self.data_dir.join("granules").to_string_lossy().to_string(),
+        };
+        let source = SourceLocation::parse(
+            &source_text,
+            self.source_region.clone(),
+            self.source_endpoint.clone(),
+            self.source_anonymous,
+        )
+        .map_err(|e| invalid(format!("--source: {e}")))?;
+        let repo_text = match &self.repo {
+            Some(s) => s.clone(),
+            None => self.data_dir.join("repo").to_string_lossy().to_string(),
+        };
+        match Location::parse(&repo_text).map_err(|e| invalid(format!("--repo: {e}")))? {
+            Location::S3 { prefix, .. } if prefix.is_empty() => {
+                return Err(invalid(
+                    "--repo: an S3 repository needs a prefix: s3://bucket/prefix",
+                ));
+            }
+            _ => {}
+        }
+        let repo = RepoLocation::parse(
+            &repo_text,
+            self.repo_region.clone(),
+            self.repo_endpoint.clone(),
+        );
+        if roles.drives_pipeline() && !roles.worker && self.worker_addr.is_none() {
+            return Err(invalid(
+                "these roles hand granules to a worker: add the worker role or --worker-addr",
+            ));
+        }
+        if roles.drives_pipeline() && !roles.committer && self.committer_addr.is_none() {
+            return Err(invalid(
+                "these roles hand granules to the committer: add the committer role or --committer-addr",
+            ));
+        }
+        if !(0..=20).contains(&self.sqs_wait_seconds) {
+            return Err(invalid(format!(
+                "--sqs-wait-seconds {} is outside 0..=20 (SQS's long-poll limit)",
+                self.sqs_wait_seconds
+            )));
+        }
+        let visibility = u64::try_from(self.sqs_visibility_timeout)
+            .ok()
+            .filter(|v| (1..=43_200).contains(v))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "--sqs-visibility-timeout {} is outside 1..=43200 seconds (SQS's limit)",
+                    self.sqs_visibility_timeout
+                ))
+            })?;
+        for (name, v) in [
+            ("--batch-size", self.batch_size),
+            ("--worker-concurrency", self.worker_concurrency),
+            ("--backfill-concurrency", self.backfill_concurrency),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.shutdown_grace.is_zero() {
+            return Err(invalid("--shutdown-grace must be more than 0"));
+        }
+        if self.watch_interval.is_zero() {
+            return Err(invalid("--watch-interval must be more than 0"));
+        }
+        if roles.api && self.backfill_concurrency < self.batch_size {
+            tracing::warn!(
+                backfill_concurrency = self.backfill_concurrency,
+                batch_size = self.batch_size,
+                "--backfill-concurrency is below --batch-size: a backfill's batches cannot fill"
+            );
+        }
+        let operator_token = match (&self.operator_token, &self.operator_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give the operator token once: --operator-token or --operator-token-file",
+                ));
+            }
+            (Some(t), None) => Some(Secret::new(t.expose().trim())),
+            (None, Some(f)) => Some(read_secret(f, "operator token")?),
+            (None, None) => None,
+        }
+        .filter(|t| !t.expose().is_empty());
+        let earthdata = match (&self.earthdata_token, &self.earthdata_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give the Earthdata token once: --earthdata-token or --earthdata-token-file",
+                ));
+            }
+            (Some(t), None) => Some(
+                imerg_credentials::EarthdataConfig::from_token_value(
+                    t.expose(),
+                    "IMERG_EARTHDATA_TOKEN",
+                )
+                .map_err(|e| invalid(e.to_string()))?,
+            ),
+            (None, Some(f)) => Some(
+                imerg_credentials::EarthdataConfig::from_token_file(f)
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            (None, None) => None,
+        }
+        .map(|c| c.with_url(self.earthdata_url.clone()));
+        let sqs = match (&self.sqs_queue_url, roles.listener) {
+            (Some(url), true) => Some(SqsConfig {
+                queue_url: url.clone(),
+                endpoint_url: self.sqs_endpoint.clone(),
+                region: self.sqs_region.clone(),
+                wait_seconds: self.sqs_wait_seconds,
+                visibility_timeout: Duration::from_secs(visibility),
+            }),
+            _ => None,
+        };
+        let watch = match (&source, self.watch && roles.listener) {
+            (SourceLocation::Local { root }, true) => Some(DirectoryConfig {
+                root: root.clone(),
+                interval: self.watch_interval,
+                max_in_flight: self.backfill_concurrency,
+            }),
+            _ => None,
+        };
+        let committer = CommitterConfig {
+            max_batch: self.batch_size,
+            max_age: self.batch_age,
+            max_idle: self.batch_idle,
+            channel_capacity: self.batch_size.saturating_mul(2),
+            maintenance: self.snapshot_retention.map(|retention| MaintenanceConfig {
+                retention,
+                every: self.maintenance_every,
+            }),
+            ..CommitterConfig::default()
+        };
+        Ok(Settings {
+            profile: self.profile.clone(),
+            roles,
+            source,
+            repo,
+            worker_addr: self.worker_addr.clone(),
+            committer_addr: self.committer_addr.clone(),
+            sqs,
+            watch,
+            committer,
+            manifest_max_bytes: self.manifest_max_bytes,
+            manifest_cache_refs: self.manifest_cache_refs,
+            worker_concurrency: self.worker_concurrency,
+            backfill_concurrency: self.backfill_concurrency,
+            backfill_max_granules: self.backfill_max_granules,
+            operator_token,
+            earthdata,
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: ServiceConfig,
+    }
+
+    fn parse(args: &[&str]) -> (ServiceConfig, clap::ArgMatches) {
+        let m = Cli::command()
+            .try_get_matches_from(std::iter::once("x").chain(args.iter().copied()))
+            .unwrap();
+        (Cli::from_arg_matches(&m).unwrap().cfg, m)
+    }
+
+    #[test]
+    fn defaults_validate_to_the_embedded_default() {
+        let (cfg, _) = parse(&[]);
+        let s = cfg.validate().unwrap();
+        assert_eq!(s.roles, Roles::of(&[Role::All]));
+        assert!(matches!(s.source, SourceLocation::Local { .. }));
+        assert!(s.watch.is_some());
+        assert!(s.sqs.is_none());
+        assert_eq!(s.committer.max_batch, 240);
+        assert_eq!(s.committer.channel_capacity, 480);
+    }
+
+    #[test]
+    fn roles_take_a_list() {
+        let (cfg, _) = parse(&["--roles", "listener,worker", "--committer-addr", "http://c:1"]);
+        let s = cfg.validate().unwrap();
+        assert!(s.roles.listener && s.roles.worker && !s.roles.committer && !s.roles.api);
+        let (cfg, _) = parse(&["--roles", "api"]);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("--worker-addr"), "{e}");
+        assert!(parse_err(&["--roles", "listner"]).contains("listner"));
+    }
+
+    fn parse_err(args: &[&str]) -> String {
+        Cli::command()
+            .try_get_matches_from(std::iter::once("x").chain(args.iter().copied()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn cross_field_checks() {
+        for (args, needle) in [
+            (&["--sqs-wait-seconds", "21"][..], "0..=20"),
+            (&["--sqs-visibility-timeout", "0"], "1..=43200"),
+            (&["--batch-size", "0"], "--batch-size"),
+            (&["--repo", "s3://bucket"], "prefix"),
+            (&["--repo", "s3:///x"], "bucket"),
+            (&["--shutdown-grace", "0s"], "shutdown-grace"),
+            (
+                &["--operator-token", "a", "--operator-token-file", "/x"],
+                "once",
+            ),
+        ] {
+            let (cfg, _) = parse(args);
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sqs_settings_are_derived_once() {
+        let (cfg, _) = parse(&["--sqs-queue-url", "http://q", "--sqs-visibility-timeout", "60"]);
+        let s = cfg.validate().unwrap();
+        let sqs = s.sqs.unwrap();
+        assert_eq!(sqs.listener().lease.extend_every, Duration::from_secs(30));
+        // A committer-only process ignores the shared queue settings.
+        let (cfg, _) = parse(&["--roles", "committer", "--sqs-queue-url", "http://q"]);
+        assert!(cfg.validate().unwrap().sqs.is_none());
+    }
+
+    #[test]
+    fn file_fills_what_flags_do_not_say_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "batch_size = 7\nbatch_age = \"9s\"\nroles = [\"committer\", \"api\", \"worker\"]\nworker-concurrency = 3\n",
+        )
+        .unwrap();
+        let (cfg, m) = parse(&["--batch-size", "5"]);
+        let cfg = cfg.with_file(&f, &m).unwrap();
+        assert_eq!(cfg.batch_size, 5, "the flag wins");
+        assert_eq!(cfg.batch_age, Duration::from_secs(9));
+        assert_eq!(cfg.worker_concurrency, 3);
+        assert_eq!(cfg.roles, vec![Role::Committer, Role::Api, Role::Worker]);
+        std::fs::write(&f, "batch_sise = 7\n").unwrap();
+        let (cfg, m) = parse(&[]);
+        let e = cfg.with_file(&f, &m).unwrap_err().to_string();
+        assert!(e.contains("batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let (cfg, _) = parse(&["--operator-token", "hunter2"]);
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert!(!format!("{:?}", cfg.validate().unwrap()).contains("hunter2"));
+    }
+}

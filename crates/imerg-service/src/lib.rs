@@ -1,0 +1,504 @@
+//! The running service as a library: [`run`] (or [`Service::bind`] then [`Service::run`]) does
+//! everything `imerg-ingest serve` does, in-process, until its shutdown future resolves.
+//!
+//! With the default configuration every role runs in one process on loopback (the embedded
+//! default): a local repository, a local granule directory in the bucket layout watched for new
+//! files, the committer, the worker, the IngestService gRPC API and the HTTP endpoints. Roles in
+//! one process call each other directly; a role elsewhere is reached over gRPC.
+//!
+//! Shutdown is by ownership: readiness and gRPC health go false first, the drivers (SQS
+//! listener, directory watcher, backfill jobs) are cancelled and get `--shutdown-grace` to finish
+//! their granules, then the committer makes its final commit and the servers stop, within
+//! `--shutdown-grace` again. Nothing is acknowledged before its commit.
+
+pub mod append;
+mod config;
+mod http;
+mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use imerg_catalog::ProductProfile;
+use imerg_dataset::{
+    Committer, CommitterHandle, Dataset, DatasetConfig, DatasetError, RepoLocation,
+    SourceContainer, spawn_committer,
+};
+use imerg_ingest_api::{IngestApi, JobManager};
+use imerg_listener::{Queue, QueueHealth, SqsQueue};
+use imerg_metrics as m;
+use imerg_pipeline::{Appender, Ingestor, LocalWorker, Worker};
+use imerg_source::Source;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{ConfigError, Role, Roles, Secret, ServiceConfig, Settings};
+pub use telemetry::prometheus;
+
+/// Why the service could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the repository {location:?}: {source}")]
+    Repository {
+        location: RepoLocation,
+        #[source]
+        source: DatasetError,
+    },
+    #[error("the granule source: {0}")]
+    Source(#[from] imerg_source::SourceError),
+    #[error("Earthdata credentials: {0}")]
+    Credentials(#[from] imerg_credentials::CredentialsError),
+    #[error("a peer address: {0}")]
+    Peer(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("the gRPC server: {0}")]
+    Grpc(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A configured service with its ports bound and its roles built, not yet running.
+#[derive(Debug)]
+pub struct Service {
+    settings: Settings,
+    profile: Arc<ProductProfile>,
+    grpc: TcpListener,
+    http: TcpListener,
+    dataset: Option<Arc<Dataset>>,
+    committer: Option<(CommitterHandle, Committer)>,
+    local_worker: Option<Arc<dyn Worker>>,
+    ingestor: Option<Ingestor>,
+    jobs: Option<Arc<JobManager>>,
+    earthdata: Option<Arc<imerg_credentials::EarthdataCredentialProvider>>,
+    /// A queue given in place of the configured SQS queue (tests: [`imerg_listener::MemoryQueue`]).
+    queue: Option<Arc<dyn Queue>>,
+}
+
+/// Runs the service described by `config` until `shutdown` resolves, then stops as described
+/// in the crate documentation.
+pub async fn run(
+    config: ServiceConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServiceError> {
+    Service::bind(config).await?.run(shutdown).await
+}
+
+/// Opens a repository another process (the committer) creates, waiting for it to appear.
+async fn wait_for_repository(
+    location: &RepoLocation,
+    profile: &ProductProfile,
+    within: Duration,
+) -> Result<Dataset, ServiceError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match Dataset::open(location, profile.clone()).await {
+            Ok(d) => return Ok(d),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ServiceError::Repository {
+                    location: location.clone(),
+                    source: e,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+impl Service {
+    /// Validates the configuration, binds the gRPC and HTTP ports (port 0 picks a free one) and
+    /// builds this process's roles (opening or creating the repository).
+    pub async fn bind(config: ServiceConfig) -> Result<Self, ServiceError> {
+        let settings = config.validate()?;
+        let profile = Arc::new(settings.profile.clone());
+        let roles = settings.roles;
+        if settings.operator_token.is_none() && roles.api {
+            tracing::warn!(
+                "no operator token configured: Backfill and CancelJob are accepted from loopback only"
+            );
+        }
+        if let Some(root) = settings.source.local_root() {
+            std::fs::create_dir_all(root)?;
+        }
+        let earthdata = settings
+            .earthdata
+            .as_ref()
+            .map(imerg_credentials::EarthdataCredentialProvider::new)
+            .transpose()?
+            .map(Arc::new);
+        let source = Source::new(
+            &settings.source,
+            earthdata
+                .clone()
+                .map(|p| p as imerg_source::CredentialProvider),
+        )?;
+        let repo = &settings.repo;
+        let dataset = if roles.committer {
+            let container = SourceContainer::from_location(&settings.source).map_err(|e| {
+                ServiceError::Repository {
+                    location: repo.clone(),
+                    source: e,
+                }
+            })?;
+            let mut dcfg = DatasetConfig::new((*profile).clone(), container);
+            dcfg.manifest_max_bytes = settings.manifest_max_bytes;
+            dcfg.manifest_cache_refs = settings.manifest_cache_refs;
+            let ds = Dataset::open_or_create(repo, dcfg).await.map_err(|e| {
+                ServiceError::Repository {
+                    location: repo.clone(),
+                    source: e,
+                }
+            })?;
+            Some(Arc::new(ds))
+        } else if roles.drives_pipeline() {
+            Some(Arc::new(
+                wait_for_repository(repo, &profile, Duration::from_secs(60)).await?,
+            ))
+        } else {
+            None
+        };
+        metrics::gauge!(m::MANIFEST_MAX_BYTES).set(settings.manifest_max_bytes as f64);
+        let committer = match (&dataset, roles.committer) {
+            (Some(ds), true) => Some(spawn_committer(
+                Arc::clone(ds),
+                settings.committer.clone(),
+            )),
+            _ => None,
+        };
+        let local_worker: Option<Arc<dyn Worker>> = roles.worker.then(|| {
+            Arc::new(LocalWorker::new(
+                source,
+                Arc::clone(&profile),
+                settings.worker_concurrency,
+            )) as Arc<dyn Worker>
+        });
+        let ingestor = if roles.drives_pipeline() {
+            let worker: Arc<dyn Worker> = match (&local_worker, &settings.worker_addr) {
+                (Some(w), _) => Arc::clone(w),
+                (None, Some(addr)) => Arc::new(
+                    imerg_remote::GrpcWorker::new(addr)
+                        .map_err(|e| ServiceError::Peer(format!("--worker-addr: {e}")))?,
+                ),
+                (None, None) => return Err(ConfigError::Invalid("no worker".into()).into()),
+            };
+            let appender: Arc<dyn Appender> = match (&committer, &settings.committer_addr) {
+                (Some((h, _)), _) => Arc::new(h.clone()),
+                (None, Some(addr)) => Arc::new(
+                    imerg_remote::GrpcAppender::new(addr)
+                        .map_err(|e| ServiceError::Peer(format!("--committer-addr: {e}")))?,
+                ),
+                (None, None) => return Err(ConfigError::Invalid("no committer".into()).into()),
+            };
+            Some(Ingestor::new(worker, appender))
+        } else {
+            None
+        };
+        let jobs = match (&dataset, &ingestor, roles.api) {
+            (Some(ds), Some(ing), true) => Some(Arc::new(JobManager::new(
+                Arc::clone(&profile),
+                Arc::clone(ds),
+                ing.clone(),
+                settings.backfill_concurrency,
+                settings.backfill_max_granules,
+            ))),
+            _ => None,
+        };
+        let grpc = TcpListener::bind(settings.grpc_addr)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                what: "gRPC",
+                addr: settings.grpc_addr,
+                source,
+            })?;
+        let http = TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                what: "HTTP",
+                addr: settings.http_addr,
+                source,
+            })?;
+        Ok(Self {
+            settings,
+            profile,
+            grpc,
+            http,
+            dataset,
+            committer,
+            local_worker,
+            ingestor,
+            jobs,
+            earthdata,
+            queue: None,
+        })
+    }
+
+    /// Listens to `queue` instead of the configured SQS queue (listener role only).
+    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The settings the configuration validated into.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Where the gRPC server listens.
+    pub fn grpc_addr(&self) -> Result<SocketAddr, ServiceError> {
+        Ok(self.grpc.local_addr()?)
+    }
+
+    /// Where the HTTP endpoints listen.
+    pub fn http_addr(&self) -> Result<SocketAddr, ServiceError> {
+        Ok(self.http.local_addr()?)
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down within twice `--shutdown-grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServiceError> {
+        let Self {
+            settings,
+            profile,
+            grpc,
+            http,
+            dataset,
+            committer,
+            local_worker,
+            ingestor,
+            jobs,
+            earthdata,
+            queue,
+        } = self;
+        let grace = settings.shutdown_grace;
+        let prometheus = telemetry::prometheus()?;
+        let ready = Arc::new(AtomicBool::new(true));
+        let drivers = CancellationToken::new();
+        let driver_tasks = TaskTracker::new();
+        let background = CancellationToken::new();
+
+        // gRPC: the roles' services, health, reflection.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(imerg_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServiceError::Grpc(e.to_string()))?;
+        let commit_server = committer
+            .as_ref()
+            .map(|(h, _)| imerg_remote::CommitServer(Arc::new(h.clone()) as Arc<dyn Appender>));
+        let worker_server = local_worker
+            .as_ref()
+            .map(|w| imerg_remote::WorkerServer::new(Arc::clone(w), Arc::clone(&profile)));
+        let api = jobs.as_ref().map(|j| {
+            IngestApi::new(
+                Arc::clone(j),
+                settings
+                    .operator_token
+                    .as_ref()
+                    .map(|t| t.expose().to_string()),
+            )
+        });
+        let mut served: Vec<&'static str> = Vec::new();
+        if api.is_some() {
+            health
+                .set_serving::<imerg_proto::v1::ingest_service_server::IngestServiceServer<IngestApi>>()
+                .await;
+            served.push("imerg.ingest.v1.IngestService");
+        }
+        if commit_server.is_some() {
+            health
+                .set_serving::<imerg_proto::v1::commit_service_server::CommitServiceServer<imerg_remote::CommitServer>>()
+                .await;
+            served.push("imerg.ingest.v1.CommitService");
+        }
+        if worker_server.is_some() {
+            health
+                .set_serving::<imerg_proto::v1::worker_service_server::WorkerServiceServer<imerg_remote::WorkerServer>>()
+                .await;
+            served.push("imerg.ingest.v1.WorkerService");
+        }
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_optional_service(api.map(IngestApi::into_server))
+            .add_optional_service(commit_server.map(imerg_remote::CommitServer::into_server))
+            .add_optional_service(worker_server.map(imerg_remote::WorkerServer::into_server));
+        let grpc_stop = CancellationToken::new();
+        let mut grpc_task = tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            grpc_stop.clone().cancelled_owned(),
+        ));
+
+        // HTTP: /metrics, /healthz, /readyz.
+        let queue = match (queue, &settings.sqs, settings.roles.listener) {
+            (Some(q), _, true) => Some(q),
+            (None, Some(sqs), true) => Some(Arc::new(
+                SqsQueue::connect(
+                    &sqs.queue_url,
+                    sqs.endpoint_url.as_deref(),
+                    sqs.region.as_deref(),
+                    sqs.wait_seconds,
+                )
+                .await,
+            ) as Arc<dyn Queue>),
+            _ => None,
+        };
+        let queue_health = queue.as_ref().map(|_| Arc::new(QueueHealth::default()));
+        let http_stop = CancellationToken::new();
+        let mut http_task = tokio::spawn(
+            axum::serve(
+                http,
+                http::router(http::State {
+                    prometheus,
+                    dataset: dataset.clone(),
+                    queue: queue_health.clone(),
+                    ready: Arc::clone(&ready),
+                }),
+            )
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future(),
+        );
+
+        // Background gauges.
+        if let Some(ds) = &dataset {
+            tokio::spawn(refresh_gauges(Arc::clone(ds), background.clone()));
+        }
+        if let Some(p) = earthdata {
+            let stop = background.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Some(s) = p.seconds_until_expiry() {
+                        metrics::gauge!(m::CREDENTIALS_EXPIRY_SECONDS).set(s);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
+
+        // The drivers: local directory watcher and SQS listener.
+        if let (Some(w), Some(ds), Some(ing)) = (&settings.watch, &dataset, &ingestor) {
+            driver_tasks.spawn(imerg_listener::watch_directory(
+                w.clone(),
+                Arc::clone(&profile),
+                Arc::clone(ds),
+                ing.clone(),
+                drivers.child_token(),
+            ));
+        }
+        if let (Some(queue), Some(health_of_queue), Some(ing)) = (queue, &queue_health, &ingestor) {
+            let listener = settings
+                .sqs
+                .as_ref()
+                .map(imerg_listener::SqsConfig::listener)
+                .unwrap_or_default();
+            driver_tasks.spawn(imerg_listener::run(
+                queue,
+                listener,
+                Arc::clone(&profile),
+                ing.clone(),
+                Arc::clone(health_of_queue),
+                drivers.child_token(),
+            ));
+        }
+        driver_tasks.close();
+        tracing::info!(roles = ?settings.roles, repo = ?settings.repo, "serving");
+
+        let mut failed = None;
+        tokio::select! {
+            () = shutdown => {}
+            r = &mut grpc_task => {
+                let e = match r {
+                    Ok(Ok(())) => "stopped".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(error = %e, "the gRPC server stopped: shutting down");
+                failed = Some(ServiceError::Grpc(e));
+            }
+        }
+
+        // Phase 1: stop taking work, let in-flight granules finish (up to the grace period).
+        tracing::info!(?grace, "shutting down: not ready; no new work; finishing in-flight granules");
+        ready.store(false, Ordering::SeqCst);
+        for name in &served {
+            health
+                .set_service_status(*name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        drivers.cancel();
+        let drain = async {
+            if let Some(j) = &jobs {
+                j.drain().await;
+            }
+            driver_tasks.wait().await;
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("shutdown grace period over: abandoning in-flight granules (not acknowledged; they will be retried)");
+        }
+        drop(ingestor);
+        drop(jobs);
+
+        // Phase 2: the final commit and the servers (up to the grace period again).
+        let deadline = tokio::time::Instant::now() + grace;
+        grpc_stop.cancel();
+        if let Some((handle, c)) = committer {
+            drop(handle);
+            if c.shutdown(grace).await {
+                tracing::info!("final commit done");
+            }
+        }
+        if tokio::time::timeout_at(deadline, &mut grpc_task).await.is_err() {
+            tracing::warn!("gRPC calls still open at the deadline: closed");
+            grpc_task.abort();
+        }
+        background.cancel();
+        http_stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(1), &mut http_task)
+            .await
+            .is_err()
+        {
+            http_task.abort();
+        }
+        tracing::info!("stopped");
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Status gauges of the store, refreshed every 15 s until `stop`.
+async fn refresh_gauges(dataset: Arc<Dataset>, stop: CancellationToken) {
+    loop {
+        if let Ok(st) = dataset.status().await {
+            metrics::gauge!(m::MANIFESTS).set(st.manifests as f64);
+            metrics::gauge!(m::LARGEST_MANIFEST_BYTES).set(st.largest_manifest_bytes as f64);
+            metrics::gauge!(m::GRANULES_PRESENT).set(st.granules_present as f64);
+            if let Some(t) = st.last_granule {
+                let lag = (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0;
+                metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

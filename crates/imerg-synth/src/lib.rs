@@ -10,6 +10,7 @@
 
 mod data;
 pub mod refs;
+pub mod rss;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

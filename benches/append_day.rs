@@ -9,11 +9,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use imerg_benches::{median, peak_rss_bytes, shift_days};
+use imerg_benches::median;
 use imerg_catalog::{ProductProfile, TimeRange, parse_time};
 use imerg_dataset::{Dataset, DatasetConfig, RepoLocation, SourceContainer};
 use imerg_refs::{GranuleRefs, SourceObject};
-use imerg_synth::{SynthOptions, write_range};
+use imerg_synth::{SynthOptions, refs::shift, rss, write_range};
 
 const REPS: usize = 9;
 
@@ -55,7 +55,7 @@ fn child(dir: &str, day_json: &str, max_bytes: u64) {
         assert!(out.committed);
         (t0.elapsed().as_secs_f64(), tp)
     });
-    println!("{t} {} {tp}", peak_rss_bytes());
+    println!("{t} {} {tp}", rss::peak_bytes());
 }
 
 fn main() {
@@ -113,10 +113,11 @@ fn main() {
             let ds = Dataset::open_or_create(&RepoLocation::Local(base.clone()), cfg.clone())
                 .await
                 .unwrap();
+            let granules_per_day = 24 * 60 / i64::from(profile.cadence_minutes);
             for d in 0..prefill_days {
                 let shifted: Vec<_> = day
                     .iter()
-                    .map(|g| shift_days(g, d - prefill_days, &profile, &container.url_prefix))
+                    .map(|g| shift(g, &profile, (d - prefill_days) * granules_per_day).unwrap())
                     .collect();
                 ds.commit_batch(&shifted, &format!("prefill-{d}"))
                     .await

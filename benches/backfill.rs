@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imerg_benches::{median, peak_rss_bytes};
+use imerg_benches::median;
 use imerg_catalog::{ProductProfile, TimeRange, parse_time};
 use imerg_dataset::{
     CommitterConfig, Dataset, DatasetConfig, RepoLocation, SourceContainer, spawn_committer,
@@ -120,7 +120,7 @@ fn main() {
     }
     println!(
         "peak RSS of the whole bench process: {} MiB",
-        peak_rss_bytes() / 1048576
+        imerg_synth::rss::peak_bytes() / 1048576
     );
     println!(
         "{}",

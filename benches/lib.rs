@@ -37,43 +37,6 @@ pub fn granule_fixture(start: &str, opts: &SynthOptions) -> std::io::Result<Gran
     })
 }
 
-/// A copy of `g` moved by `days` whole days: new start, time index, key, URL and chunk indices.
-/// The references then point at objects that need not exist, which is all a writer benchmark
-/// needs (the writer never reads the source).
-pub fn shift_days(
-    g: &imerg_refs::GranuleRefs,
-    days: i64,
-    profile: &ProductProfile,
-    url_prefix: &str,
-) -> imerg_refs::GranuleRefs {
-    let mut s = g.clone();
-    s.start = g.start + chrono::Duration::days(days);
-    let steps = days * 24 * 60 / i64::from(profile.cadence_minutes);
-    s.time_index = (g.time_index as i64 + steps) as u64;
-    s.key = profile.key(s.start);
-    s.url = format!("{url_prefix}{}", s.key);
-    for v in s.variables.values_mut() {
-        for r in &mut v.refs {
-            r.chunk[0] = s.time_index;
-        }
-    }
-    s
-}
-
-/// Peak resident set size of this process, in bytes (Linux `VmHWM`).
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Median of a sample (sorted copy).
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();

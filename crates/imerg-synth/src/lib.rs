@@ -4,8 +4,13 @@
 //! a `julian` calendar attribute, the string `CodeMissingValue`, and deterministic rain-like data
 //! with fill regions. Options cover deflate level, shuffle, HDF5 format version / chunk index, and
 //! a few deliberate deviations the bad-input tests need.
+//!
+//! [`refs::synthetic_refs`] makes the references such granules would give without writing a file,
+//! for stores too big to write (a simulated full record).
 
 mod data;
+pub mod refs;
+pub mod rss;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

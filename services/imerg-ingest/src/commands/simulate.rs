@@ -1,7 +1,7 @@
-//! `imerg-ingest simulate`: builds a store for any time range from synthetic references (real key
-//! names, realistic offsets and lengths, no file reads), committed in backfill-sized batches
-//! through the same committer the service uses. Prints one JSON line per commit (references
-//! already stored, commit latency, process memory) and a summary line.
+//! `imerg-ingest simulate`: builds a store for any time range from synthetic references
+//! ([`imerg_synth::refs`]: real key names, realistic offsets and lengths, no file reads), committed
+//! in backfill-sized batches through the same committer the service uses. Prints one JSON line per
+//! commit (references already stored, commit latency, process memory) and a summary line.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -15,11 +15,7 @@ use imerg_dataset::{
     CommitterConfig, Dataset, DatasetConfig, MaintenanceConfig, RepoLocation, SourceContainer,
     spawn_committer,
 };
-use imerg_refs::{
-    ChunkRef, Codec, CoordArray, Coords, Endian, FillValue, GranuleRefs, Layout, TimeCoord,
-    VariableLayout, VariableRefs, array_metadata,
-};
-use imerg_synth::mix;
+use imerg_synth::{refs::synthetic_refs, rss};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -53,19 +49,6 @@ pub struct Args {
     source_root: Option<PathBuf>,
 }
 
-fn rss_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn dir_bytes(p: &std::path::Path) -> u64 {
     std::fs::read_dir(p).map_or(0, |rd| {
         rd.flatten()
@@ -76,138 +59,6 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
             })
             .sum()
     })
-}
-
-/// What every synthetic granule shares: layout, metadata, coordinates.
-struct Template {
-    layout: Layout,
-    fingerprint: String,
-    zarr: BTreeMap<String, serde_json::Value>,
-    coords: Coords,
-}
-
-fn template(profile: &ProductProfile) -> Template {
-    let g = &profile.layout.grid;
-    let (lon, lat) = imerg_synth::grid_centres(g.n_lon as usize, g.n_lat as usize, 0.0);
-    let bnds = |v: &[f32]| {
-        v.iter()
-            .flat_map(|x| [x - 0.05, x + 0.05])
-            .collect::<Vec<_>>()
-    };
-    let coord = |values: Vec<f32>, shape: Vec<u64>| CoordArray {
-        shape,
-        values,
-        attributes: serde_json::Map::new(),
-    };
-    let coords = Coords {
-        time: TimeCoord {
-            value: 0,
-            bounds: [0, 1800],
-            units: "seconds since 1980-01-06 00:00:00 UTC".into(),
-            calendar: "julian".into(),
-            attributes: serde_json::Map::new(),
-        },
-        lon_bnds: coord(bnds(&lon), vec![g.n_lon, 2]),
-        lat_bnds: coord(bnds(&lat), vec![g.n_lat, 2]),
-        lon: coord(lon, vec![g.n_lon]),
-        lat: coord(lat, vec![g.n_lat]),
-    };
-    let variables: Vec<VariableLayout> = profile
-        .layout
-        .variables
-        .iter()
-        .map(|v| VariableLayout {
-            name: v.name.clone(),
-            dtype: v.dtype.clone(),
-            grid: [g.n_lon, g.n_lat],
-            chunk: v.chunk,
-            fill_value: if v.dtype == "int16" {
-                FillValue::Int(-9999)
-            } else {
-                FillValue::Float(f64::from(-9999.9f32))
-            },
-            codecs: vec![
-                Codec::Bytes {
-                    endian: Endian::Little,
-                },
-                Codec::Zlib { level: 6 },
-            ],
-        })
-        .collect();
-    let zarr = variables
-        .iter()
-        .map(|v| {
-            (
-                v.name.clone(),
-                array_metadata(v, 1, &serde_json::Map::new()),
-            )
-        })
-        .collect();
-    let layout = Layout {
-        variables,
-        coords_digest: coords.spatial_digest(),
-    };
-    Template {
-        fingerprint: layout.fingerprint(),
-        layout,
-        zarr,
-        coords,
-    }
-}
-
-/// A granule's references with realistic offsets (a header, then the chunks of each variable
-/// back to back) and lengths (20 KB - 400 KB per compressed chunk, seeded by the time index).
-fn granule(
-    profile: &ProductProfile,
-    t: &Template,
-    time_index: u64,
-    url_prefix: &str,
-) -> GranuleRefs {
-    let start = profile.start_of(time_index);
-    let key = profile.key(start);
-    let grid = &profile.layout.grid;
-    let mut offset = 60_000 + mix(time_index) % 40_000;
-    let mut variables = BTreeMap::new();
-    for (n, v) in profile.layout.variables.iter().enumerate() {
-        let mut refs = Vec::new();
-        for i in 0..grid.n_lon.div_ceil(v.chunk[1]) {
-            for j in 0..grid.n_lat.div_ceil(v.chunk[2]) {
-                let length = 20_000 + mix(time_index * 131 + n as u64 * 17 + i) % 380_000;
-                refs.push(ChunkRef {
-                    chunk: [time_index, i, j],
-                    offset,
-                    length,
-                });
-                offset += length;
-            }
-        }
-        variables.insert(
-            v.name.clone(),
-            VariableRefs {
-                zarr: t.zarr.get(&v.name).cloned().unwrap_or_default(),
-                refs,
-            },
-        );
-    }
-    GranuleRefs {
-        url: format!("{url_prefix}{key}"),
-        key,
-        product: profile.id.clone(),
-        start,
-        time_index,
-        etag: Some(format!(
-            "\"{:032x}\"",
-            mix(time_index) as u128 * 0x1_0000_0001
-        )),
-        // NASA writes a granule a few hours after its end (Final: months; the value only needs
-        // to be realistic in size, a second-resolution time).
-        last_modified: Some(start + chrono::Duration::hours(4)),
-        size: offset,
-        variables,
-        coords: t.coords.clone(),
-        layout: t.layout.clone(),
-        fingerprint: t.fingerprint.clone(),
-    }
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
@@ -245,20 +96,19 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
             ..Default::default()
         },
     );
-    let t = template(&profile);
-    let indices: Vec<u64> = profile.expected(range).map(|g| g.time_index).collect();
+    let mut granules = synthetic_refs(&profile, range, &container.url_prefix);
     let refs_per_granule = profile.layout.refs_per_granule();
     let started = Instant::now();
     let mut out = std::io::stdout().lock();
     let mut stored = 0u64;
-    for (n, batch) in indices.chunks(batch_size).enumerate() {
-        let granules: Vec<GranuleRefs> = batch
-            .iter()
-            .map(|&i| granule(&profile, &t, i, &container.url_prefix))
-            .collect();
+    for n in 0u64.. {
+        let batch: Vec<_> = granules.by_ref().take(batch_size).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let batch_len = batch.len() as u64;
         let t0 = Instant::now();
-        let receipts =
-            futures::future::join_all(granules.into_iter().map(|g| handle.append(g))).await;
+        let receipts = futures::future::join_all(batch.into_iter().map(|g| handle.append(g))).await;
         let seconds = t0.elapsed().as_secs_f64();
         if let Some(Err(e)) = receipts.iter().find(|r| r.is_err()) {
             anyhow::bail!("commit {n} failed: {e}");
@@ -270,13 +120,13 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
                 "commit": n,
                 "granules_before": stored,
                 "refs_before": stored * refs_per_granule,
-                "granules": batch.len(),
+                "granules": batch_len,
                 "seconds": seconds,
-                "rss_bytes": rss_bytes("VmRSS:"),
+                "rss_bytes": rss::current_bytes(),
                 "elapsed_s": started.elapsed().as_secs_f64(),
             })
         )?;
-        stored += batch.len() as u64;
+        stored += batch_len;
     }
     let stats = Arc::clone(handle.stats());
     drop(handle);
@@ -323,7 +173,7 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
             "references": stored * refs_per_granule,
             "commits": stats.commits.load(std::sync::atomic::Ordering::Relaxed),
             "wall_s": started.elapsed().as_secs_f64(),
-            "peak_rss_bytes": rss_bytes("VmHWM:"),
+            "peak_rss_bytes": rss::peak_bytes(),
             "repo_bytes": repo_bytes,
             "repo_dirs": repo_dirs,
             "repo_bytes_before_final_maintenance": repo_bytes_before_final_maintenance,

@@ -235,14 +235,17 @@ class Checker:
 
     # ---------------------------------------------------------------- wiring
     def known_env(self) -> tuple[set[str], set[str]]:
-        """(every IMERG_* variable the binary reads, those of `serve` and the global options)."""
-        src = self.root / "services/imerg-ingest/src"
+        """(every IMERG_* variable the binary reads, those of `serve` and the global options).
+        `serve`'s options are the service library's configuration type (crates/imerg-service)."""
         pat = re.compile(r'env\s*=\s*"([A-Z0-9_]+)"')
         every, serve = set(), set()
-        for p in src.rglob("*.rs"):
+        files = [(p, p.name in ("serve.rs", "product.rs", "main.rs"))
+                 for p in (self.root / "services/imerg-ingest/src").rglob("*.rs")]
+        files.append((self.root / "crates/imerg-service/src/config.rs", True))
+        for p, of_serve in files:
             names = set(pat.findall(p.read_text()))
             every |= names
-            if p.name in ("serve.rs", "product.rs", "main.rs"):
+            if of_serve:
                 serve |= names
         if not serve:
             self.fail("no env = \"...\" found in services/imerg-ingest/src (did the flags move?)")

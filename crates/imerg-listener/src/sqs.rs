@@ -336,11 +336,17 @@ mod tests {
         let path = dir.path().join(&id.key);
         imerg_synth::write_granule(&path, profile, start, &imerg_synth::SynthOptions::default())
             .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(imerg_pipeline::virtualize_url(
-            Arc::new(profile.clone()),
-            &path.to_string_lossy(),
-        ))
+        // On a runtime of its own (the test's runs on paused time).
+        let profile = Arc::new(profile.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(imerg_pipeline::virtualize_url(profile, &path.to_string_lossy()))
+                .unwrap()
+        })
+        .join()
         .unwrap()
     }
 

@@ -340,7 +340,11 @@ impl ServiceConfig {
         for (key, value) in table {
             let id = key.replace('-', "_");
             let given = matches!(
-                matches.try_get_raw(&id).ok().flatten().and(matches.value_source(&id)),
+                matches
+                    .try_get_raw(&id)
+                    .ok()
+                    .flatten()
+                    .and_then(|_| matches.value_source(&id)),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
             if !given {

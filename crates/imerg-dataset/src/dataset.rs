@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
-use crate::layout::{self, ATTR_FINGERPRINT, ATTR_LAYOUT, ATTR_TIME_UNITS, PRESENT, TIME_CHUNK};
+use crate::arrays::{self, ATTR_FINGERPRINT, ATTR_LAYOUT, ATTR_TIME_UNITS, PRESENT, TIME_CHUNK};
 use crate::{DatasetConfig, DatasetError, RepoLocation};
 
 /// What happened to one granule of a batch.
@@ -369,7 +369,7 @@ impl Dataset {
 
     async fn get_chunk(store: &Store, key: &str) -> Result<Option<Vec<u8>>, DatasetError> {
         match store.get(key, &ByteRange::ALL).await {
-            Ok(b) => layout::gunzip(&b).map(Some),
+            Ok(b) => arrays::gunzip(&b).map(Some),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(DatasetError::ic(e)),
         }
@@ -397,7 +397,7 @@ impl Dataset {
             return Err(DatasetError::Config("profile has no variables".into()));
         };
         match Self::get_json(store, &format!("{}/zarr.json", first.name)).await? {
-            Some(m) => Ok(layout::shape_of(&m)?.first().copied().unwrap_or(0)),
+            Some(m) => Ok(arrays::shape_of(&m)?.first().copied().unwrap_or(0)),
             None => Ok(0),
         }
     }
@@ -409,32 +409,32 @@ impl Dataset {
         g: &GranuleRefs,
         len: u64,
     ) -> Result<(), DatasetError> {
-        let root = layout::root_metadata(&self.cfg.profile, &g.layout, &g.coords.time.units);
+        let root = arrays::root_metadata(&self.cfg.profile, &g.layout, &g.coords.time.units);
         Self::set_json(store, "zarr.json", &root).await?;
         for (name, v) in &g.variables {
             Self::set_json(
                 store,
                 &format!("{name}/zarr.json"),
-                &layout::with_time_len(&v.zarr, len),
+                &arrays::with_time_len(&v.zarr, len),
             )
             .await?;
         }
         Self::set_json(
             store,
             "time/zarr.json",
-            &layout::time_metadata(len, &g.coords),
+            &arrays::time_metadata(len, &g.coords),
         )
         .await?;
         Self::set_json(
             store,
             "time_bnds/zarr.json",
-            &layout::time_bnds_metadata(len, &g.coords),
+            &arrays::time_bnds_metadata(len, &g.coords),
         )
         .await?;
         Self::set_json(
             store,
             &format!("{PRESENT}/zarr.json"),
-            &layout::present_metadata(len),
+            &arrays::present_metadata(len),
         )
         .await?;
         for (name, c) in g.coords.spatial() {
@@ -447,7 +447,7 @@ impl Dataset {
             Self::set_json(
                 store,
                 &format!("{name}/zarr.json"),
-                &layout::coord_metadata(&c.shape, &dims, &c.attributes),
+                &arrays::coord_metadata(&c.shape, &dims, &c.attributes),
             )
             .await?;
             let key = if c.shape.len() == 2 {
@@ -456,7 +456,7 @@ impl Dataset {
                 format!("{name}/c/0")
             };
             store
-                .set(&key, layout::f32_chunk(&c.values).into())
+                .set(&key, arrays::f32_chunk(&c.values).into())
                 .await
                 .map_err(DatasetError::ic)?;
         }
@@ -486,7 +486,7 @@ impl Dataset {
             let meta = Self::get_json(store, &key)
                 .await?
                 .ok_or_else(|| DatasetError::Inconsistent(format!("{key} is missing")))?;
-            Self::set_json(store, &key, &layout::with_time_len(&meta, new)).await?;
+            Self::set_json(store, &key, &arrays::with_time_len(&meta, new)).await?;
         }
         let first_new_chunk = if cur == 0 {
             0
@@ -497,7 +497,7 @@ impl Dataset {
             store
                 .set(
                     &format!("time/c/{k}"),
-                    layout::time_chunk(k, &self.cfg.profile, units).into(),
+                    arrays::time_chunk(k, &self.cfg.profile, units).into(),
                 )
                 .await
                 .map_err(DatasetError::ic)?;
@@ -508,7 +508,7 @@ impl Dataset {
             store
                 .set(
                     &format!("time_bnds/c/{k}/0"),
-                    layout::time_bnds_chunk(k, &self.cfg.profile, units).into(),
+                    arrays::time_bnds_chunk(k, &self.cfg.profile, units).into(),
                 )
                 .await
                 .map_err(DatasetError::ic)?;
@@ -780,7 +780,7 @@ impl Dataset {
         }
         for (k, raw) in &present {
             store
-                .set(&format!("{PRESENT}/c/{k}"), layout::gzip(raw).into())
+                .set(&format!("{PRESENT}/c/{k}"), arrays::gzip(raw).into())
                 .await
                 .map_err(DatasetError::ic)?;
         }

@@ -3,13 +3,14 @@
 //! time position in batches with one commit each, manifest rollover along `time`, and the
 //! single-writer committer that acknowledges a granule only once its commit is durable.
 
+mod arrays;
 mod committer;
 mod config;
 mod dataset;
 mod error;
-mod layout;
 pub mod maintenance;
 
+pub use arrays::{PRESENT, TIME_CHUNK};
 pub use committer::{
     AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
 };
@@ -22,5 +23,4 @@ pub use dataset::{
     Status,
 };
 pub use error::DatasetError;
-pub use layout::{PRESENT, TIME_CHUNK};
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use crate::dataset::{BatchOutcome, GranuleOutcome};
 use crate::maintenance::{self, MaintenanceConfig};
+use crate::{BatchOutcome, GranuleOutcome};
 use crate::{Dataset, DatasetError};
 use imerg_metrics as m;
 

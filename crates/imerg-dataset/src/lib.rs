@@ -4,13 +4,19 @@
 //! single-writer committer that acknowledges a granule only once its commit is durable.
 
 mod arrays;
+mod batch;
 mod committer;
 mod config;
 mod dataset;
 mod error;
+mod history;
 pub mod maintenance;
+mod open;
+mod status;
+mod store_io;
 
 pub use arrays::{PRESENT, TIME_CHUNK};
+pub use batch::{BatchOutcome, GranuleOutcome, PreparedBatch};
 pub use committer::{
     AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
 };
@@ -18,9 +24,8 @@ pub use config::{
     BYTES_PER_REF, DEFAULT_MANIFEST_CACHE_REFS, DEFAULT_MANIFEST_MAX_BYTES,
     DEFAULT_SNAPSHOT_CACHE_NODES, DatasetConfig, RepoLocation, SourceContainer, SourceKind,
 };
-pub use dataset::{
-    BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, LIST_GRANULES_UP_TO, PreparedBatch,
-    Status,
-};
+pub use dataset::Dataset;
 pub use error::DatasetError;
+pub use history::LIST_GRANULES_UP_TO;
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};
+pub use status::{CommitInfo, Gap, Status};

@@ -48,8 +48,19 @@ impl Dataset {
         &self.cfg
     }
 
+    /// The Icechunk repository itself (prefer the dataset's own methods, such as
+    /// [`Dataset::branch_tip`]).
     pub fn repository(&self) -> &Repository {
         &self.repo
+    }
+
+    /// The snapshot id at the tip of the configured branch.
+    pub async fn branch_tip(&self) -> Result<String, DatasetError> {
+        self.repo
+            .lookup_branch(&self.cfg.branch)
+            .await
+            .map(|id| id.to_string())
+            .map_err(DatasetError::ic)
     }
 
     /// A store on a fresh session at the branch tip: writable, or read-only.
@@ -99,14 +110,7 @@ impl Dataset {
         } = prepared;
         let (snapshot, committed) = match commit {
             Some(pending) => (batch::commit(pending, &self.cfg.branch).await?, true),
-            None => {
-                let tip = self
-                    .repo
-                    .lookup_branch(&self.cfg.branch)
-                    .await
-                    .map_err(DatasetError::ic)?;
-                (tip.to_string(), false)
-            }
+            None => (self.branch_tip().await?, false),
         };
         Ok(BatchOutcome {
             batch_id,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use icechunk::repository::VersionInfo;
 use icechunk::{Repository, Store};
@@ -15,6 +16,9 @@ use tokio::sync::RwLock;
 use crate::batch::{self, BatchOutcome, PreparedBatch};
 use crate::status::{self, Status};
 use crate::{DatasetConfig, DatasetError, RepoLocation, history, open, store_io};
+
+/// How often [`Dataset::wait_for`] tries to open the repository.
+const WAIT_STEP: Duration = Duration::from_millis(500);
 
 /// One IMERG dataset in one Icechunk repository.
 #[derive(Debug)]
@@ -42,6 +46,30 @@ impl Dataset {
     ) -> Result<Self, DatasetError> {
         let cfg = open::existing_config(location, profile).await?;
         Self::open_or_create(location, cfg).await
+    }
+
+    /// Opens a repository another process creates (the committer's), as [`Dataset::open`] does,
+    /// trying again every 500 ms until `timeout` has passed. The error then says how long it
+    /// waited and why the last try failed.
+    pub async fn wait_for(
+        location: &RepoLocation,
+        profile: ProductProfile,
+        timeout: Duration,
+    ) -> Result<Self, DatasetError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let e = match Self::open(location, profile.clone()).await {
+                Ok(d) => return Ok(d),
+                Err(e) => e,
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(DatasetError::Config(format!(
+                    "the repository {location:?} did not appear within {timeout:?}: {e}"
+                )));
+            }
+            tokio::time::sleep(WAIT_STEP.min(deadline - now)).await;
+        }
     }
 
     pub fn config(&self) -> &DatasetConfig {
@@ -142,5 +170,88 @@ impl Dataset {
     pub async fn status(&self) -> Result<Status, DatasetError> {
         let store = self.store(false).await?;
         status::status(&self.repo, &self.cfg, &store).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::test_support::{granule, open};
+
+    #[tokio::test]
+    async fn branch_tip_follows_the_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+        let ds = open(&repo, &src).await;
+        let initial = ds.branch_tip().await.unwrap();
+        let st = ds.status().await.unwrap();
+        assert_eq!(st.last_commit.map(|c| c.id), Some(initial.clone()));
+
+        let g = granule(&src, "2020-01-01T00:00:00Z");
+        let out = ds
+            .commit_batch(std::slice::from_ref(&g), "b1")
+            .await
+            .unwrap();
+        assert!(out.committed);
+        let tip = ds.branch_tip().await.unwrap();
+        assert_ne!(tip, initial);
+        assert_eq!(tip, out.snapshot);
+        // A batch that changes nothing reports the tip.
+        let again = ds
+            .commit_batch(std::slice::from_ref(&g), "b2")
+            .await
+            .unwrap();
+        assert_eq!((again.committed, again.snapshot), (false, tip));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_opens_a_repository_created_while_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+        let location = RepoLocation::Local(repo.clone());
+        let creator = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            open(&repo, &src).await;
+        });
+        let started = tokio::time::Instant::now();
+        let ds = Dataset::wait_for(
+            &location,
+            ProductProfile::final_v07b(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        creator.await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1_200) && waited <= Duration::from_millis(2_000),
+            "opened after {waited:?}"
+        );
+        assert!(
+            ds.config().source.url_prefix.ends_with("/src/"),
+            "source container taken from the repository: {}",
+            ds.config().source.url_prefix
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_gives_up_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = RepoLocation::Local(dir.path().join("never"));
+        let started = tokio::time::Instant::now();
+        let err = Dataset::wait_for(
+            &location,
+            ProductProfile::final_v07b(),
+            Duration::from_millis(1_750),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_millis(1_750));
+        assert_eq!(err.label(), "config");
+        let msg = err.to_string();
+        assert!(msg.contains("did not appear within 1.75s"), "{msg}");
+        assert!(msg.contains("no repository at"), "{msg}");
     }
 }

@@ -14,6 +14,9 @@ pub mod maintenance;
 mod open;
 mod status;
 mod store_io;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod test_support;
 
 pub use arrays::{PRESENT, TIME_CHUNK};
 pub use batch::{BatchOutcome, GranuleOutcome, PreparedBatch};

@@ -1,5 +1,5 @@
 //! Helpers for the crate's unit tests that need a real repository: synthetic granules written to
-//! a local source directory and virtualized, and a local dataset.
+//! a local source directory and virtualized, copies of them moved in time, and a local dataset.
 
 use std::path::Path;
 
@@ -23,6 +23,23 @@ pub(crate) fn granule(src: &Path, start: &str) -> GranuleRefs {
         size: meta.len(),
     };
     imerg_virtualize::virtualize_path(&path, &id, &object, &p).unwrap()
+}
+
+/// A copy of `g` moved by `steps` half hours (references to objects that need not exist: the
+/// writer never reads the source).
+pub(crate) fn shifted(g: &GranuleRefs, steps: u64, src: &Path) -> GranuleRefs {
+    let p = ProductProfile::final_v07b();
+    let mut s = g.clone();
+    s.time_index = g.time_index + steps;
+    s.start = p.start_of(s.time_index);
+    s.key = p.key(s.start);
+    s.url = SourceContainer::local(src).unwrap().url_of(&s.key);
+    for v in s.variables.values_mut() {
+        for r in &mut v.refs {
+            r.chunk[0] = s.time_index;
+        }
+    }
+    s
 }
 
 /// Opens (or creates) the Final dataset in the local repository `repo` with sources under `src`.

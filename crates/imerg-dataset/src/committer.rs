@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::dataset::{BatchOutcome, GranuleOutcome};
 use crate::maintenance::{self, MaintenanceConfig};
+use crate::{BatchOutcome, GranuleOutcome};
 use crate::{Dataset, DatasetError};
 use imerg_metrics as m;
 
@@ -318,5 +318,125 @@ fn reply_all(batch: Vec<Request>, outcome: BatchOutcome, stats: &CommitterStats)
 fn fail_all(batch: Vec<Request>, e: &DatasetError) {
     for req in batch {
         let _ = req.reply.send(Err(e.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::test_support::{granule, open, shifted};
+
+    /// `n` granules at consecutive time steps (one synthetic file, the rest moved copies).
+    fn granules(src: &Path, n: u64) -> Vec<GranuleRefs> {
+        let g = granule(src, "2022-07-01T00:00:00Z");
+        (0..n).map(|s| shifted(&g, s, src)).collect()
+    }
+
+    /// Appends `g` in its own task, `at` after `t0`; resolves to the receipt and when it came.
+    fn append_at(
+        handle: &CommitterHandle,
+        g: GranuleRefs,
+        t0: Instant,
+        at: Duration,
+    ) -> tokio::task::JoinHandle<(AppendReceipt, Duration)> {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(t0 + at).await;
+            let receipt = h.append(g).await.unwrap();
+            (receipt, t0.elapsed())
+        })
+    }
+
+    /// Sizes of consecutive runs of receipts that share a batch id, and when each run was
+    /// acknowledged (the same for every receipt of a batch).
+    async fn batches(
+        tasks: Vec<tokio::task::JoinHandle<(AppendReceipt, Duration)>>,
+    ) -> Vec<(usize, Duration)> {
+        let mut out: Vec<(String, usize, Duration)> = Vec::new();
+        for t in tasks {
+            let (receipt, acked) = t.await.unwrap();
+            assert_eq!(receipt.outcome.label(), "added");
+            match out.last_mut() {
+                Some((id, n, at)) if *id == receipt.batch_id => {
+                    *n += 1;
+                    assert_eq!(*at, acked, "one batch, one acknowledgement time");
+                }
+                _ => out.push((receipt.batch_id, 1, acked)),
+            }
+        }
+        out.into_iter().map(|(_, n, at)| (n, at)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_is_committed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+        let gs = granules(&src, 7);
+        let ds = Arc::new(open(&repo, &src).await);
+        let hour = Duration::from_secs(3600);
+        let (handle, committer) = spawn_committer(
+            Arc::clone(&ds),
+            CommitterConfig {
+                max_batch: 3,
+                max_age: hour,
+                max_idle: hour,
+                ..Default::default()
+            },
+        );
+        let t0 = Instant::now();
+        let tasks = gs
+            .into_iter()
+            .map(|g| append_at(&handle, g, t0, Duration::ZERO))
+            .collect();
+        // Two full batches go at once; the remainder waits for the idle / age limit.
+        assert_eq!(
+            batches(tasks).await,
+            [(3, Duration::ZERO), (3, Duration::ZERO), (1, hour)]
+        );
+        assert_eq!(handle.stats().batches.load(Ordering::Relaxed), 3);
+        assert_eq!(handle.stats().commits.load(Ordering::Relaxed), 3);
+        assert_eq!(ds.status().await.unwrap().granules_present, 7);
+        drop(handle);
+        committer.join.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_committed_when_the_stream_pauses_or_its_oldest_granule_is_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+        let mut gs = granules(&src, 10).into_iter();
+        let ds = Arc::new(open(&repo, &src).await);
+        let (handle, committer) = spawn_committer(
+            Arc::clone(&ds),
+            CommitterConfig {
+                max_batch: 100,
+                max_age: Duration::from_millis(900),
+                max_idle: Duration::from_millis(300),
+                ..Default::default()
+            },
+        );
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        // A burst of three, 100 ms apart, then a pause: committed 300 ms after the last.
+        for at in [0, 100, 200] {
+            tasks.push(append_at(&handle, gs.next().unwrap(), t0, ms(at)));
+        }
+        // A steady stream from 2 s, 200 ms apart (never idle for 300 ms): the first batch is
+        // committed when its oldest granule is 900 ms old, the rest when the stream ends.
+        for at in [2_000, 2_200, 2_400, 2_600, 2_800, 3_000, 3_200] {
+            tasks.push(append_at(&handle, gs.next().unwrap(), t0, ms(at)));
+        }
+        assert_eq!(
+            batches(tasks).await,
+            [(3, ms(500)), (5, ms(2_900)), (2, ms(3_500))]
+        );
+        assert_eq!(handle.stats().commits.load(Ordering::Relaxed), 3);
+        drop(handle);
+        committer.join.await.unwrap();
     }
 }

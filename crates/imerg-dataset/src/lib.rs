@@ -3,13 +3,23 @@
 //! time position in batches with one commit each, manifest rollover along `time`, and the
 //! single-writer committer that acknowledges a granule only once its commit is durable.
 
+mod arrays;
+mod batch;
 mod committer;
 mod config;
 mod dataset;
 mod error;
-mod layout;
+mod history;
 pub mod maintenance;
+mod open;
+mod status;
+mod store_io;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod test_support;
 
+pub use arrays::{PRESENT, TIME_CHUNK};
+pub use batch::{BatchOutcome, GranuleOutcome, PreparedBatch};
 pub use committer::{
     AppendReceipt, Committer, CommitterConfig, CommitterHandle, CommitterStats, spawn_committer,
 };
@@ -17,10 +27,8 @@ pub use config::{
     BYTES_PER_REF, DEFAULT_MANIFEST_CACHE_REFS, DEFAULT_MANIFEST_MAX_BYTES,
     DEFAULT_SNAPSHOT_CACHE_NODES, DatasetConfig, RepoLocation, SourceContainer, SourceKind,
 };
-pub use dataset::{
-    BatchOutcome, CommitInfo, Dataset, Gap, GranuleOutcome, LIST_GRANULES_UP_TO, PreparedBatch,
-    Status,
-};
+pub use dataset::Dataset;
 pub use error::DatasetError;
-pub use layout::{PRESENT, TIME_CHUNK};
+pub use history::LIST_GRANULES_UP_TO;
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};
+pub use status::{CommitInfo, Gap, Status};

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 
 use imerg_catalog::ProductProfile;
-use imerg_refs::{Coords, Layout, TimeUnits};
+use imerg_refs::{Coords, GranuleRefs, Layout, TimeUnits};
 use serde_json::{Map, Value, json};
 
 use crate::DatasetError;
@@ -56,7 +56,7 @@ fn array(
 }
 
 /// Root group: what the dataset is, and the layout every granule must match.
-pub(crate) fn root_metadata(profile: &ProductProfile, layout: &Layout, time_units: &str) -> Value {
+fn root_metadata(profile: &ProductProfile, layout: &Layout, time_units: &str) -> Value {
     json!({
         "zarr_format": 3,
         "node_type": "group",
@@ -77,7 +77,7 @@ pub(crate) fn root_metadata(profile: &ProductProfile, layout: &Layout, time_unit
 /// `time`: int64 values in the files' own units, decoded by xarray with the proleptic Gregorian
 /// calendar (the files say `julian`, kept as `source_calendar`: their values are plain elapsed
 /// seconds since the GPS epoch, so the Gregorian reading gives the granule start times).
-pub(crate) fn time_metadata(len: u64, coords: &Coords) -> Value {
+fn time_metadata(len: u64, coords: &Coords) -> Value {
     let mut attrs = coords.time.attributes.clone();
     attrs.insert("units".into(), json!(coords.time.units));
     attrs.insert("calendar".into(), json!("proleptic_gregorian"));
@@ -86,7 +86,7 @@ pub(crate) fn time_metadata(len: u64, coords: &Coords) -> Value {
     array(&[len], &[TIME_CHUNK], "int64", json!(0), &["time"], attrs)
 }
 
-pub(crate) fn time_bnds_metadata(len: u64, coords: &Coords) -> Value {
+fn time_bnds_metadata(len: u64, coords: &Coords) -> Value {
     let mut attrs = Map::new();
     attrs.insert("units".into(), json!(coords.time.units));
     attrs.insert("calendar".into(), json!("proleptic_gregorian"));
@@ -100,7 +100,7 @@ pub(crate) fn time_bnds_metadata(len: u64, coords: &Coords) -> Value {
     )
 }
 
-pub(crate) fn present_metadata(len: u64) -> Value {
+fn present_metadata(len: u64) -> Value {
     let mut attrs = Map::new();
     attrs.insert(
         "long_name".into(),
@@ -112,11 +112,7 @@ pub(crate) fn present_metadata(len: u64) -> Value {
 }
 
 /// A float32 coordinate stored in one chunk.
-pub(crate) fn coord_metadata(
-    shape: &[u64],
-    dims: &[&str],
-    attributes: &Map<String, Value>,
-) -> Value {
+fn coord_metadata(shape: &[u64], dims: &[&str], attributes: &Map<String, Value>) -> Value {
     array(
         shape,
         shape,
@@ -125,6 +121,59 @@ pub(crate) fn coord_metadata(
         dims,
         attributes.clone(),
     )
+}
+
+/// Everything the store holds before its first references, built from the first granule written:
+/// the root group, the data variables', `time`, `time_bnds` and `granule_present` metadata for
+/// `len` steps, and the spatial coordinates' metadata and values. `(key, bytes)` in write order.
+pub(crate) fn initial_objects(
+    profile: &ProductProfile,
+    g: &GranuleRefs,
+    len: u64,
+) -> Result<Vec<(String, Vec<u8>)>, DatasetError> {
+    let json =
+        |v: &Value| serde_json::to_vec(v).map_err(|e| DatasetError::Inconsistent(e.to_string()));
+    let mut out = vec![(
+        "zarr.json".to_string(),
+        json(&root_metadata(profile, &g.layout, &g.coords.time.units))?,
+    )];
+    for (name, v) in &g.variables {
+        out.push((
+            format!("{name}/zarr.json"),
+            json(&with_time_len(&v.zarr, len))?,
+        ));
+    }
+    out.push((
+        "time/zarr.json".into(),
+        json(&time_metadata(len, &g.coords))?,
+    ));
+    out.push((
+        "time_bnds/zarr.json".into(),
+        json(&time_bnds_metadata(len, &g.coords))?,
+    ));
+    out.push((
+        format!("{PRESENT}/zarr.json"),
+        json(&present_metadata(len))?,
+    ));
+    for (name, c) in g.coords.spatial() {
+        let dims: Vec<&str> = match name {
+            "lon" => vec!["lon"],
+            "lat" => vec!["lat"],
+            "lon_bnds" => vec!["lon", "nv"],
+            _ => vec!["lat", "nv"],
+        };
+        out.push((
+            format!("{name}/zarr.json"),
+            json(&coord_metadata(&c.shape, &dims, &c.attributes))?,
+        ));
+        let key = if c.shape.len() == 2 {
+            format!("{name}/c/0/0")
+        } else {
+            format!("{name}/c/0")
+        };
+        out.push((key, f32_chunk(&c.values)));
+    }
+    Ok(out)
 }
 
 /// Shape of an array's `zarr.json`.
@@ -183,7 +232,7 @@ pub(crate) fn time_bnds_chunk(k: u64, profile: &ProductProfile, units: &TimeUnit
 }
 
 /// Encoded float32 values.
-pub(crate) fn f32_chunk(values: &[f32]) -> Vec<u8> {
+fn f32_chunk(values: &[f32]) -> Vec<u8> {
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     gzip(&raw)
 }

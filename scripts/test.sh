@@ -7,12 +7,15 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh --python
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# The crash-safety tests need the binary's crash points (a test-only feature, never in release
+# builds); clippy checks the same feature set, so the build is shared.
+features=(--features imerg-ingest/crashpoints)
 echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 echo "== cargo test"
 log="$(mktemp)"
 set +e
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+cargo test --workspace "${features[@]}" --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary, the last usually a

@@ -147,8 +147,13 @@ mod tests {
 
     #[test]
     fn source_location_keeps_the_s3_options() {
-        let s = SourceLocation::parse("s3://b/pre", Some("r".into()), Some("http://h".into()), true)
-            .unwrap();
+        let s = SourceLocation::parse(
+            "s3://b/pre",
+            Some("r".into()),
+            Some("http://h".into()),
+            true,
+        )
+        .unwrap();
         assert!(s.allow_http());
         assert!(s.local_root().is_none());
         let l = SourceLocation::parse("/data", None, Some("http://h".into()), false).unwrap();

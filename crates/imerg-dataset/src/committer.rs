@@ -121,7 +121,10 @@ impl Committer {
             Ok(_) => true,
             Err(_) => {
                 join.abort();
-                tracing::warn!(?deadline, "the final commit did not finish in time: abandoned");
+                tracing::warn!(
+                    ?deadline,
+                    "the final commit did not finish in time: abandoned"
+                );
                 false
             }
         }

@@ -158,3 +158,154 @@ pub async fn watch_directory(
     tracker.wait().await;
     tracing::info!("directory watcher stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use imerg_catalog::{ProductProfile, SourceLocation, parse_time};
+    use imerg_dataset::{
+        CommitterConfig, Dataset, DatasetConfig, RepoLocation, SourceContainer, spawn_committer,
+    };
+    use imerg_pipeline::LocalWorker;
+
+    use super::*;
+
+    fn write(root: &Path, profile: &ProductProfile, t: &str) -> String {
+        let start = parse_time(t).unwrap();
+        let key = profile.granule_at(start).unwrap().key;
+        imerg_synth::write_granule(
+            &root.join(&key),
+            profile,
+            start,
+            &imerg_synth::SynthOptions::default(),
+        )
+        .unwrap();
+        key
+    }
+
+    /// The local worker, counting the calls per key.
+    #[derive(Debug)]
+    struct Counting {
+        inner: LocalWorker,
+        calls: Mutex<HashMap<String, u32>>,
+    }
+
+    #[async_trait::async_trait]
+    impl imerg_pipeline::Worker for Counting {
+        async fn virtualize(
+            &self,
+            id: &imerg_catalog::GranuleId,
+        ) -> Result<imerg_pipeline::GranuleRefs, imerg_pipeline::IngestError> {
+            *self
+                .calls
+                .lock()
+                .unwrap()
+                .entry(id.key.clone())
+                .or_default() += 1;
+            self.inner.virtualize(id).await
+        }
+    }
+
+    async fn present(ds: &Dataset) -> usize {
+        ds.present_in(0, u64::MAX / 2).await.unwrap().len()
+    }
+
+    /// New files are ingested once; a non-granule file and a bad granule are counted once and not
+    /// retried until they change; a bad granule rewritten as a good one is then ingested.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingests_new_files_once_and_retries_bad_ones_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("granules");
+        let profile = ProductProfile::final_v07b();
+        write(&root, &profile, "2023-01-01T00:00");
+        let location = SourceLocation::Local { root: root.clone() };
+        let ds = Arc::new(
+            Dataset::open_or_create(
+                &RepoLocation::Local(dir.path().join("repo")),
+                DatasetConfig::new(
+                    profile.clone(),
+                    SourceContainer::from_location(&location).unwrap(),
+                ),
+            )
+            .await
+            .unwrap(),
+        );
+        let (handle, committer) = spawn_committer(
+            Arc::clone(&ds),
+            CommitterConfig {
+                max_age: Duration::from_millis(50),
+                max_idle: Duration::from_millis(20),
+                ..CommitterConfig::default()
+            },
+        );
+        let source = imerg_source::Source::new(&location, None).unwrap();
+        let p = Arc::new(profile.clone());
+        let worker = Arc::new(Counting {
+            inner: LocalWorker::new(source, Arc::clone(&p), 2),
+            calls: Mutex::default(),
+        });
+        let ingestor = Ingestor::new(
+            Arc::clone(&worker) as Arc<dyn imerg_pipeline::Worker>,
+            Arc::new(handle),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(watch_directory(
+            DirectoryConfig {
+                root: root.clone(),
+                interval: Duration::from_millis(50),
+                max_in_flight: 4,
+            },
+            Arc::clone(&p),
+            Arc::clone(&ds),
+            ingestor,
+            stop.clone(),
+        ));
+        let wait = |n: usize| {
+            let ds = Arc::clone(&ds);
+            async move {
+                for _ in 0..400 {
+                    if present(&ds).await >= n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                panic!("{n} granules never arrived");
+            }
+        };
+        wait(1).await;
+        // A new granule, a file that is no granule, and a granule that is not HDF5.
+        write(&root, &profile, "2023-01-01T00:30");
+        let collection = root.join(&profile.collection_path);
+        std::fs::write(collection.join("2023/001/README.txt"), "not a granule").unwrap();
+        let bad_key = profile
+            .granule_at(parse_time("2023-01-01T01:00").unwrap())
+            .unwrap()
+            .key;
+        std::fs::write(root.join(&bad_key), "<html>503</html>").unwrap();
+        wait(2).await;
+        // Many scans later the bad file was tried once: remembered, not retried.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(present(&ds).await, 2);
+        assert_eq!(worker.calls.lock().unwrap().get(&bad_key), Some(&1));
+        // Rewritten as a real granule (a new modification time): ingested.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::fs::remove_file(root.join(&bad_key)).unwrap();
+        write(&root, &profile, "2023-01-01T01:00");
+        wait(3).await;
+        assert_eq!(worker.calls.lock().unwrap().get(&bad_key), Some(&2));
+        // Each good granule was fetched once.
+        assert!(
+            worker
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(k, n)| *n == 1 || *k == bad_key)
+        );
+        stop.cancel();
+        task.await.unwrap();
+        assert!(committer.shutdown(Duration::from_secs(10)).await);
+        assert_eq!(present(&ds).await, 3);
+    }
+}

@@ -32,8 +32,7 @@ pub struct QueueError(pub String);
 #[async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     /// Up to `max` messages (long-polling), each hidden from others for `visibility`.
-    async fn receive(&self, max: usize, visibility: Duration)
-    -> Result<Vec<Received>, QueueError>;
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError>;
     /// Removes a processed message.
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
     /// Keeps a message hidden for `visibility` from now.
@@ -86,11 +85,7 @@ fn err<E: std::error::Error + 'static>(e: &E) -> QueueError {
 
 #[async_trait]
 impl Queue for SqsQueue {
-    async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Received>, QueueError> {
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let r = self
             .client
             .receive_message()
@@ -295,11 +290,7 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Received>, QueueError> {
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let deadline = Instant::now() + self.wait;
         loop {
             let got = self.take_visible(max.max(1), visibility);
@@ -354,7 +345,12 @@ mod tests {
         let first = q.receive(10, Duration::from_secs(30)).await.unwrap();
         assert_eq!(first.len(), 1);
         // Hidden while in flight.
-        assert!(q.receive(10, Duration::from_secs(30)).await.unwrap().is_empty());
+        assert!(
+            q.receive(10, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         tokio::time::advance(Duration::from_secs(31)).await;
         let second = q.receive(10, Duration::from_secs(30)).await.unwrap();
         assert_eq!(second.len(), 1);
@@ -362,7 +358,12 @@ mod tests {
         assert!(q.delete(&first[0].receipt).await.is_err());
         tokio::time::advance(Duration::from_secs(31)).await;
         // Received twice already: dead-lettered on the next receive.
-        assert!(q.receive(10, Duration::from_secs(30)).await.unwrap().is_empty());
+        assert!(
+            q.receive(10, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(q.dead_letters(), vec!["a".to_string()]);
         assert!(q.is_empty());
     }

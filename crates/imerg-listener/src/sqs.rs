@@ -83,7 +83,11 @@ pub enum MessageOutcome {
 }
 
 /// Processes one message body: every granule it announces must become durable.
-pub async fn handle_body(body: &str, profile: &ProductProfile, ingestor: &Ingestor) -> MessageOutcome {
+pub async fn handle_body(
+    body: &str,
+    profile: &ProductProfile,
+    ingestor: &Ingestor,
+) -> MessageOutcome {
     let notes = match parse_message(body) {
         Ok(n) => n,
         Err(e) => {
@@ -321,9 +325,7 @@ mod tests {
 
     use async_trait::async_trait;
     use imerg_catalog::GranuleId;
-    use imerg_pipeline::{
-        Appended, Appender, GranuleRefs, IngestError, Outcome, Reason, Worker,
-    };
+    use imerg_pipeline::{Appended, Appender, GranuleRefs, IngestError, Outcome, Reason, Worker};
 
     use super::*;
     use crate::MemoryQueue;
@@ -343,8 +345,11 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(imerg_pipeline::virtualize_url(profile, &path.to_string_lossy()))
-                .unwrap()
+            rt.block_on(imerg_pipeline::virtualize_url(
+                profile,
+                &path.to_string_lossy(),
+            ))
+            .unwrap()
         })
         .join()
         .unwrap()
@@ -359,7 +364,10 @@ mod tests {
     impl Worker for TestWorker {
         async fn virtualize(&self, id: &GranuleId) -> Result<GranuleRefs, IngestError> {
             if id.key.contains(".0030.") {
-                return Err(IngestError::new(Reason::NotHdf5, format!("{}: not HDF5", id.key)));
+                return Err(IngestError::new(
+                    Reason::NotHdf5,
+                    format!("{}: not HDF5", id.key),
+                ));
             }
             let mut g = self.0.clone();
             g.key.clone_from(&id.key);
@@ -396,7 +404,10 @@ mod tests {
     }
 
     fn key(profile: &ProductProfile, t: &str) -> String {
-        profile.granule_at(imerg_catalog::parse_time(t).unwrap()).unwrap().key
+        profile
+            .granule_at(imerg_catalog::parse_time(t).unwrap())
+            .unwrap()
+            .key
     }
 
     struct Rig {
@@ -443,7 +454,10 @@ mod tests {
         let profile = ProductProfile::final_v07b();
         // Commits take 5 s, more than the 2 s visibility: the lease must hold the messages.
         let r = rig(&profile, Duration::from_secs(5), 8);
-        let good = [key(&profile, "2024-01-01T00:00"), key(&profile, "2024-01-01T01:00")];
+        let good = [
+            key(&profile, "2024-01-01T00:00"),
+            key(&profile, "2024-01-01T01:00"),
+        ];
         for k in &good {
             r.queue.send(s3_event(k));
         }
@@ -458,7 +472,10 @@ mod tests {
         assert!(r.queue.is_empty(), "{} left", r.queue.len());
         let done = r.appender.done.lock().unwrap().clone();
         assert_eq!(done.len(), 2, "{done:?}");
-        assert!(done.values().all(|n| *n == 1), "each good granule once: {done:?}");
+        assert!(
+            done.values().all(|n| *n == 1),
+            "each good granule once: {done:?}"
+        );
         let (deletes, extensions) = r.queue.counts();
         assert_eq!(deletes, 2);
         assert!(extensions >= 4, "{extensions}");
@@ -474,7 +491,8 @@ mod tests {
         let profile = ProductProfile::final_v07b();
         let r = rig(&profile, Duration::from_secs(3), 2);
         for h in 0..6 {
-            r.queue.send(s3_event(&key(&profile, &format!("2024-01-02T0{h}:00"))));
+            r.queue
+                .send(s3_event(&key(&profile, &format!("2024-01-02T0{h}:00"))));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(r.queue.in_flight(), 2, "two slots, two messages taken");

@@ -4,7 +4,6 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-
 /// Granules that entered the pipeline, by `source` (backfill, watcher, sqs).
 pub const GRANULES_RECEIVED: &str = "imerg_granules_received_total";
 /// Granules fetched and virtualized.
@@ -102,10 +101,22 @@ const LAG: &[f64] = &[
 ];
 
 const fn counter(name: &'static str, unit: Option<Unit>, help: &'static str) -> Metric {
-    Metric { name, kind: Kind::Counter, unit, help, buckets: None }
+    Metric {
+        name,
+        kind: Kind::Counter,
+        unit,
+        help,
+        buckets: None,
+    }
 }
 const fn gauge(name: &'static str, unit: Option<Unit>, help: &'static str) -> Metric {
-    Metric { name, kind: Kind::Gauge, unit, help, buckets: None }
+    Metric {
+        name,
+        kind: Kind::Gauge,
+        unit,
+        help,
+        buckets: None,
+    }
 }
 const fn histogram(
     name: &'static str,
@@ -113,20 +124,61 @@ const fn histogram(
     help: &'static str,
     buckets: &'static [f64],
 ) -> Metric {
-    Metric { name, kind: Kind::Histogram, unit, help, buckets: Some(buckets) }
+    Metric {
+        name,
+        kind: Kind::Histogram,
+        unit,
+        help,
+        buckets: Some(buckets),
+    }
 }
 
 /// Every metric, once.
 pub const TABLE: &[Metric] = &[
-    counter(GRANULES_RECEIVED, None, "Granules that entered the pipeline, by source"),
-    counter(GRANULES_VIRTUALIZED, None, "Granules fetched and virtualized"),
-    counter(GRANULES_COMMITTED, None, "Granules durable in the store, by outcome"),
+    counter(
+        GRANULES_RECEIVED,
+        None,
+        "Granules that entered the pipeline, by source",
+    ),
+    counter(
+        GRANULES_VIRTUALIZED,
+        None,
+        "Granules fetched and virtualized",
+    ),
+    counter(
+        GRANULES_COMMITTED,
+        None,
+        "Granules durable in the store, by outcome",
+    ),
     counter(GRANULES_REJECTED, None, "Granules rejected, by reason"),
-    counter(GRANULES_MISSING, None, "Expected granules absent from the source"),
-    counter(BYTES_FETCHED, Some(Unit::Bytes), "Bytes of granule objects fetched"),
-    histogram(FETCH_SECONDS, Some(Unit::Seconds), "Granule fetch latency", SECONDS),
-    histogram(PARSE_SECONDS, Some(Unit::Seconds), "HDF5 virtualization latency", SECONDS),
-    histogram(COMMIT_SECONDS, Some(Unit::Seconds), "Latency of one batch commit", SECONDS),
+    counter(
+        GRANULES_MISSING,
+        None,
+        "Expected granules absent from the source",
+    ),
+    counter(
+        BYTES_FETCHED,
+        Some(Unit::Bytes),
+        "Bytes of granule objects fetched",
+    ),
+    histogram(
+        FETCH_SECONDS,
+        Some(Unit::Seconds),
+        "Granule fetch latency",
+        SECONDS,
+    ),
+    histogram(
+        PARSE_SECONDS,
+        Some(Unit::Seconds),
+        "HDF5 virtualization latency",
+        SECONDS,
+    ),
+    histogram(
+        COMMIT_SECONDS,
+        Some(Unit::Seconds),
+        "Latency of one batch commit",
+        SECONDS,
+    ),
     histogram(BATCH_GRANULES, None, "Granules per committed batch", COUNTS),
     histogram(
         INGEST_SECONDS,
@@ -141,26 +193,50 @@ pub const TABLE: &[Metric] = &[
     ),
     counter(COMMITS, None, "Commits made"),
     counter(COMMIT_FAILURES, None, "Failed commit attempts"),
-    counter(SECOND_WRITER, None, "Branch conflicts: another writer is committing"),
+    counter(
+        SECOND_WRITER,
+        None,
+        "Branch conflicts: another writer is committing",
+    ),
     gauge(
         INGEST_LAG_SECONDS,
         Some(Unit::Seconds),
         "Now minus the newest granule's start time",
     ),
     gauge(IN_FLIGHT, None, "Granules in the pipeline"),
-    gauge(BACKFILL_GRANULES, None, "Backfill progress of running jobs, by state"),
+    gauge(
+        BACKFILL_GRANULES,
+        None,
+        "Backfill progress of running jobs, by state",
+    ),
     gauge(BACKFILL_JOBS, None, "Backfill jobs, by state"),
     gauge(MANIFESTS, None, "Manifests referenced by the branch tip"),
-    gauge(LARGEST_MANIFEST_BYTES, Some(Unit::Bytes), "Largest manifest of the branch tip"),
-    gauge(MANIFEST_MAX_BYTES, Some(Unit::Bytes), "Configured manifest size limit"),
+    gauge(
+        LARGEST_MANIFEST_BYTES,
+        Some(Unit::Bytes),
+        "Largest manifest of the branch tip",
+    ),
+    gauge(
+        MANIFEST_MAX_BYTES,
+        Some(Unit::Bytes),
+        "Configured manifest size limit",
+    ),
     gauge(GRANULES_PRESENT, None, "Granules present in the store"),
     gauge(
         CREDENTIALS_EXPIRY_SECONDS,
         Some(Unit::Seconds),
         "Seconds until source credentials expire",
     ),
-    counter(UNAUTHENTICATED, None, "Operator requests rejected for a missing or wrong token"),
-    counter(SQS_MESSAGES, None, "SQS messages handled, by outcome and reason"),
+    counter(
+        UNAUTHENTICATED,
+        None,
+        "Operator requests rejected for a missing or wrong token",
+    ),
+    counter(
+        SQS_MESSAGES,
+        None,
+        "SQS messages handled, by outcome and reason",
+    ),
     histogram(
         SQS_MESSAGE_LAG_SECONDS,
         Some(Unit::Seconds),
@@ -168,7 +244,11 @@ pub const TABLE: &[Metric] = &[
         LAG,
     ),
     counter(SQS_RECEIVE_ERRORS, None, "Failed SQS receive calls"),
-    counter(SQS_VISIBILITY_EXTENSIONS, None, "Visibility extensions of in-flight messages"),
+    counter(
+        SQS_VISIBILITY_EXTENSIONS,
+        None,
+        "Visibility extensions of in-flight messages",
+    ),
     gauge(SQS_IN_FLIGHT, None, "SQS messages being processed"),
 ];
 
@@ -204,7 +284,12 @@ mod tests {
         for m in TABLE {
             assert!(m.name.starts_with("imerg_"), "{}", m.name);
             assert_eq!(m.kind == Kind::Histogram, m.buckets.is_some(), "{}", m.name);
-            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
         }
     }
 }

@@ -16,9 +16,7 @@ pub use balance::{AddrError, RESOLVE_EVERY, balanced_channel};
 
 use async_trait::async_trait;
 use imerg_catalog::{GranuleId, ProductProfile};
-use imerg_pipeline::{
-    Appended, Appender, GranuleRefs, IngestError, Outcome, Reason, Worker,
-};
+use imerg_pipeline::{Appended, Appender, GranuleRefs, IngestError, Outcome, Reason, Worker};
 use imerg_proto::{granule_from_proto, granule_to_proto, v1};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
@@ -163,14 +161,19 @@ impl Worker for GrpcWorker {
         let Ok(resp) = tokio::time::timeout(WORKER_CALL_TIMEOUT, call).await else {
             return Err(IngestError::new(
                 Reason::Transient,
-                format!("{}: no worker answered within {WORKER_CALL_TIMEOUT:?}", id.key),
+                format!(
+                    "{}: no worker answered within {WORKER_CALL_TIMEOUT:?}",
+                    id.key
+                ),
             ));
         };
         let p = resp
             .map_err(|s| from_status(&s, Reason::Transient))?
             .into_inner()
             .granule
-            .ok_or_else(|| IngestError::new(Reason::Internal, "worker answered without a granule"))?;
+            .ok_or_else(|| {
+                IngestError::new(Reason::Internal, "worker answered without a granule")
+            })?;
         granule_from_proto(&p).map_err(|e| IngestError::new(Reason::Internal, e.to_string()))
     }
 }
@@ -240,6 +243,9 @@ mod tests {
             Reason::CommitterUnavailable
         );
         let s = Status::aborted("conflict");
-        assert_eq!(from_status(&s, Reason::Transient).reason, Reason::SecondWriter);
+        assert_eq!(
+            from_status(&s, Reason::Transient).reason,
+            Reason::SecondWriter
+        );
     }
 }

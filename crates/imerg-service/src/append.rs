@@ -37,10 +37,7 @@ pub struct AppendReport {
 }
 
 fn repo_err(repo: &Path) -> impl Fn(DatasetError) -> ServiceError + '_ {
-    move |source| ServiceError::Repository {
-        location: RepoLocation::Local(repo.to_path_buf()),
-        source,
-    }
+    move |source| ServiceError::repository(&RepoLocation::Local(repo.to_path_buf()), source)
 }
 
 /// Appends `files` (paths under `opts.source_root`) into the repository, creating it.

@@ -58,6 +58,13 @@ pub enum Role {
     Api,
 }
 
+/// A role name, as `--roles` and `IMERG_ROLES` take it (spaces around it and case ignored).
+fn parse_role(s: &str) -> Result<Role, String> {
+    <Role as clap::ValueEnum>::from_str(s.trim(), true).map_err(|_| {
+        format!("unknown role {s:?}: use all or a list of listener, worker, committer, api")
+    })
+}
+
 /// Which roles this process runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Roles {
@@ -141,7 +148,13 @@ pub struct ServiceConfig {
     /// Roles to run in this process: `all`, or a comma-separated list of listener, worker,
     /// committer, api. Roles in the same process call each other directly; a role that runs
     /// elsewhere is reached over gRPC (--worker-addr, --committer-addr).
-    #[arg(long, env = "IMERG_ROLES", value_enum, value_delimiter = ',', default_value = "all")]
+    #[arg(
+        long,
+        env = "IMERG_ROLES",
+        value_parser = parse_role,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
     pub roles: Vec<Role>,
     /// WorkerService address(es), when this process does not run the worker role: a
     /// comma-separated list of http://host:port. Names are re-resolved every 15 s and calls
@@ -555,9 +568,17 @@ mod tests {
 
     #[test]
     fn roles_take_a_list() {
-        let (cfg, _) = parse(&["--roles", "listener,worker", "--committer-addr", "http://c:1"]);
+        let (cfg, _) = parse(&[
+            "--roles",
+            "listener,worker",
+            "--committer-addr",
+            "http://c:1",
+        ]);
         let s = cfg.validate().unwrap();
         assert!(s.roles.listener && s.roles.worker && !s.roles.committer && !s.roles.api);
+        let (cfg, _) = parse(&["--roles", "committer, API, Worker"]);
+        let s = cfg.validate().unwrap();
+        assert!(s.roles.committer && s.roles.api && !s.roles.listener);
         let (cfg, _) = parse(&["--roles", "api"]);
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("--worker-addr"), "{e}");
@@ -593,7 +614,12 @@ mod tests {
 
     #[test]
     fn sqs_settings_are_derived_once() {
-        let (cfg, _) = parse(&["--sqs-queue-url", "http://q", "--sqs-visibility-timeout", "60"]);
+        let (cfg, _) = parse(&[
+            "--sqs-queue-url",
+            "http://q",
+            "--sqs-visibility-timeout",
+            "60",
+        ]);
         let s = cfg.validate().unwrap();
         let sqs = s.sqs.unwrap();
         assert_eq!(sqs.listener().lease.extend_every, Duration::from_secs(30));

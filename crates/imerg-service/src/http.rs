@@ -49,7 +49,7 @@ async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
         );
     };
     let branch = dataset.config().branch.clone();
-    match tokio::time::timeout(Duration::from_secs(5), dataset.repository().lookup_branch(&branch)).await {
+    match tokio::time::timeout(Duration::from_secs(5), dataset.branch_tip()).await {
         Ok(Ok(tip)) => (StatusCode::OK, format!("ready: {branch} at {tip}\n")),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,

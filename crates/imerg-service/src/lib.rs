@@ -50,16 +50,16 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the repository {location:?}: {source}")]
+    #[error("the repository {location}: {source}")]
     Repository {
-        location: RepoLocation,
+        location: String,
         #[source]
-        source: DatasetError,
+        source: Box<DatasetError>,
     },
     #[error("the granule source: {0}")]
     Source(#[from] imerg_source::SourceError),
     #[error("Earthdata credentials: {0}")]
-    Credentials(#[from] imerg_credentials::CredentialsError),
+    Credentials(#[from] Box<imerg_credentials::CredentialsError>),
     #[error("a peer address: {0}")]
     Peer(String),
     #[error("metrics: {0}")]
@@ -68,6 +68,20 @@ pub enum ServiceError {
     Grpc(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ServiceError {
+    /// The repository at `location` failed with `source`.
+    pub fn repository(location: &RepoLocation, source: DatasetError) -> Self {
+        let location = match location {
+            RepoLocation::Local(p) => p.display().to_string(),
+            RepoLocation::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        };
+        Self::Repository {
+            location,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// A configured service with its ports bound and its roles built, not yet running.
@@ -96,27 +110,6 @@ pub async fn run(
     Service::bind(config).await?.run(shutdown).await
 }
 
-/// Opens a repository another process (the committer) creates, waiting for it to appear.
-async fn wait_for_repository(
-    location: &RepoLocation,
-    profile: &ProductProfile,
-    within: Duration,
-) -> Result<Dataset, ServiceError> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match Dataset::open(location, profile.clone()).await {
-            Ok(d) => return Ok(d),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(ServiceError::Repository {
-                    location: location.clone(),
-                    source: e,
-                });
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
 impl Service {
     /// Validates the configuration, binds the gRPC and HTTP ports (port 0 picks a free one) and
     /// builds this process's roles (opening or creating the repository).
@@ -136,7 +129,8 @@ impl Service {
             .earthdata
             .as_ref()
             .map(imerg_credentials::EarthdataCredentialProvider::new)
-            .transpose()?
+            .transpose()
+            .map_err(Box::new)?
             .map(Arc::new);
         let source = Source::new(
             &settings.source,
@@ -146,35 +140,27 @@ impl Service {
         )?;
         let repo = &settings.repo;
         let dataset = if roles.committer {
-            let container = SourceContainer::from_location(&settings.source).map_err(|e| {
-                ServiceError::Repository {
-                    location: repo.clone(),
-                    source: e,
-                }
-            })?;
+            let container = SourceContainer::from_location(&settings.source)
+                .map_err(|e| ServiceError::repository(repo, e))?;
             let mut dcfg = DatasetConfig::new((*profile).clone(), container);
             dcfg.manifest_max_bytes = settings.manifest_max_bytes;
             dcfg.manifest_cache_refs = settings.manifest_cache_refs;
-            let ds = Dataset::open_or_create(repo, dcfg).await.map_err(|e| {
-                ServiceError::Repository {
-                    location: repo.clone(),
-                    source: e,
-                }
-            })?;
+            let ds = Dataset::open_or_create(repo, dcfg)
+                .await
+                .map_err(|e| ServiceError::repository(repo, e))?;
             Some(Arc::new(ds))
         } else if roles.drives_pipeline() {
-            Some(Arc::new(
-                wait_for_repository(repo, &profile, Duration::from_secs(60)).await?,
-            ))
+            // The committer (another process) creates it.
+            let ds = Dataset::wait_for(repo, (*profile).clone(), Duration::from_secs(60))
+                .await
+                .map_err(|e| ServiceError::repository(repo, e))?;
+            Some(Arc::new(ds))
         } else {
             None
         };
         metrics::gauge!(m::MANIFEST_MAX_BYTES).set(settings.manifest_max_bytes as f64);
         let committer = match (&dataset, roles.committer) {
-            (Some(ds), true) => Some(spawn_committer(
-                Arc::clone(ds),
-                settings.committer.clone(),
-            )),
+            (Some(ds), true) => Some(spawn_committer(Arc::clone(ds), settings.committer.clone())),
             _ => None,
         };
         let local_worker: Option<Arc<dyn Worker>> = roles.worker.then(|| {
@@ -318,13 +304,17 @@ impl Service {
         }
         if commit_server.is_some() {
             health
-                .set_serving::<imerg_proto::v1::commit_service_server::CommitServiceServer<imerg_remote::CommitServer>>()
+                .set_serving::<imerg_proto::v1::commit_service_server::CommitServiceServer<
+                    imerg_remote::CommitServer,
+                >>()
                 .await;
             served.push("imerg.ingest.v1.CommitService");
         }
         if worker_server.is_some() {
             health
-                .set_serving::<imerg_proto::v1::worker_service_server::WorkerServiceServer<imerg_remote::WorkerServer>>()
+                .set_serving::<imerg_proto::v1::worker_service_server::WorkerServiceServer<
+                    imerg_remote::WorkerServer,
+                >>()
                 .await;
             served.push("imerg.ingest.v1.WorkerService");
         }
@@ -432,7 +422,10 @@ impl Service {
         }
 
         // Phase 1: stop taking work, let in-flight granules finish (up to the grace period).
-        tracing::info!(?grace, "shutting down: not ready; no new work; finishing in-flight granules");
+        tracing::info!(
+            ?grace,
+            "shutting down: not ready; no new work; finishing in-flight granules"
+        );
         ready.store(false, Ordering::SeqCst);
         for name in &served {
             health
@@ -450,7 +443,9 @@ impl Service {
             driver_tasks.wait().await;
         };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!("shutdown grace period over: abandoning in-flight granules (not acknowledged; they will be retried)");
+            tracing::warn!(
+                "shutdown grace period over: abandoning in-flight granules (not acknowledged; they will be retried)"
+            );
         }
         drop(ingestor);
         drop(jobs);
@@ -464,7 +459,10 @@ impl Service {
                 tracing::info!("final commit done");
             }
         }
-        if tokio::time::timeout_at(deadline, &mut grpc_task).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut grpc_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("gRPC calls still open at the deadline: closed");
             grpc_task.abort();
         }

@@ -116,7 +116,10 @@ fn init_logging(format: LogFormat) -> Option<opentelemetry_sdk::trace::SdkTracer
 fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let serve_matches = matches.subcommand_matches("serve").cloned().unwrap_or_default();
+    let serve_matches = matches
+        .subcommand_matches("serve")
+        .cloned()
+        .unwrap_or_default();
     let tracer_provider = init_logging(cli.log_format);
     let result = (|| -> anyhow::Result<std::process::ExitCode> {
         let profile = cli.product.load()?;

@@ -16,26 +16,53 @@ use imerg_proto::{to_timestamp, v1};
 /// What every driver must have moved, after `n` granules through it.
 fn expect_moved(before: &str, after: &str, source: &str, n: f64) {
     let d = |name: &str, labels: &[(&str, &str)]| {
-        let a = series(after, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing after {source}:\n{after}"));
+        let a = series(after, name, labels)
+            .unwrap_or_else(|| panic!("{name}{labels:?} missing after {source}:\n{after}"));
         a - series(before, name, labels).unwrap_or(0.0)
     };
     let src = [("source", source)];
-    assert_eq!(d("imerg_granules_received_total", &src), n, "{source}: received");
     assert_eq!(
-        d("imerg_granules_ingested_total", &[("source", source), ("result", "added")]),
+        d("imerg_granules_received_total", &src),
+        n,
+        "{source}: received"
+    );
+    assert_eq!(
+        d(
+            "imerg_granules_ingested_total",
+            &[("source", source), ("result", "added")]
+        ),
         n,
         "{source}: ingested"
     );
-    assert_eq!(d("imerg_granule_ingest_seconds_count", &src), n, "{source}: latency");
-    assert_eq!(d("imerg_granules_virtualized_total", &[]), n, "{source}: virtualized");
+    assert_eq!(
+        d("imerg_granule_ingest_seconds_count", &src),
+        n,
+        "{source}: latency"
+    );
+    assert_eq!(
+        d("imerg_granules_virtualized_total", &[]),
+        n,
+        "{source}: virtualized"
+    );
     assert_eq!(
         d("imerg_granules_committed_total", &[("outcome", "added")]),
         n,
         "{source}: committed"
     );
-    assert_eq!(d("imerg_fetch_seconds_count", &[]), n, "{source}: fetch latency");
-    assert_eq!(d("imerg_parse_seconds_count", &[]), n, "{source}: parse latency");
-    assert!(d("imerg_commit_seconds_count", &[]) >= 1.0, "{source}: commit latency");
+    assert_eq!(
+        d("imerg_fetch_seconds_count", &[]),
+        n,
+        "{source}: fetch latency"
+    );
+    assert_eq!(
+        d("imerg_parse_seconds_count", &[]),
+        n,
+        "{source}: parse latency"
+    );
+    assert!(
+        d("imerg_commit_seconds_count", &[]) >= 1.0,
+        "{source}: commit latency"
+    );
     assert_eq!(
         series(after, "imerg_granules_in_flight", &[]),
         Some(0.0),
@@ -52,13 +79,20 @@ fn wait_present(server: &InProcess, n: u64) {
     loop {
         let (_, m) = server.get("/metrics");
         // The committed counter moves once the commit is durable.
-        if series(&m, "imerg_granules_committed_total", &[("outcome", "added")])
-            .is_some_and(|v| v >= n as f64)
+        if series(
+            &m,
+            "imerg_granules_committed_total",
+            &[("outcome", "added")],
+        )
+        .is_some_and(|v| v >= n as f64)
             && series(&m, "imerg_granules_in_flight", &[]) == Some(0.0)
         {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "not {n} committed: {m}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "not {n} committed: {m}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -68,7 +102,14 @@ fn every_driver_moves_the_same_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let granules = data.join("granules");
-    let fast = ["--watch-interval", "100ms", "--batch-age", "100ms", "--batch-idle", "50ms"];
+    let fast = [
+        "--watch-interval",
+        "100ms",
+        "--batch-age",
+        "100ms",
+        "--batch-idle",
+        "50ms",
+    ];
 
     // The directory watcher: two granules already in the source directory.
     synth(&granules, "2021-06-01T00:00", "2021-06-01T01:00");
@@ -82,7 +123,10 @@ fn every_driver_moves_the_same_metrics() {
     // The rest with the watcher off.
     synth(&granules, "2021-06-02T00:00", "2021-06-02T01:00");
     synth(&granules, "2021-06-03T00:00", "2021-06-03T01:00");
-    let queue = Arc::new(imerg_listener::MemoryQueue::new(3, Duration::from_millis(100)));
+    let queue = Arc::new(imerg_listener::MemoryQueue::new(
+        3,
+        Duration::from_millis(100),
+    ));
     let mut args = fast.to_vec();
     args.extend(["--watch", "false"]);
     let server = InProcess::start_with(service_config(data, &args), Some(queue.clone()));
@@ -105,7 +149,11 @@ fn every_driver_moves_the_same_metrics() {
             .unwrap()
             .into_inner();
         loop {
-            let j = c.get_job(v1::JobRef { id: job.id.clone() }).await.unwrap().into_inner();
+            let j = c
+                .get_job(v1::JobRef { id: job.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
             if j.state != v1::JobState::Running as i32 {
                 break j;
             }
@@ -125,7 +173,10 @@ fn every_driver_moves_the_same_metrics() {
     }
     let t0 = Instant::now();
     while !queue.is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the queue did not drain");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the queue did not drain"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let after = metrics();
@@ -152,7 +203,11 @@ fn every_driver_moves_the_same_metrics() {
             },
         ))
         .unwrap();
-    assert!(report.results.iter().all(|(_, r)| r.is_ok()), "{:?}", report.results);
+    assert!(
+        report.results.iter().all(|(_, r)| r.is_ok()),
+        "{:?}",
+        report.results
+    );
     let after = metrics();
     expect_moved(&before, &after, "append", 2.0);
 }

@@ -37,7 +37,11 @@ fn stuck_listener(data: &Path, grace: &str) -> Server {
         .arg(&first)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let committer = black_hole();
     let server = Server::spawn(
         data,
@@ -59,7 +63,10 @@ fn stuck_listener(data: &Path, grace: &str) -> Server {
         if series(&m, "imerg_granules_in_flight", &[]).is_some_and(|v| v >= 1.0) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "nothing in flight: {m}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "nothing in flight: {m}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     server

@@ -208,8 +208,7 @@ fn updates_re_point_references_and_deletes_are_counted() {
     let m = loop {
         let (_, m) = server.get("/metrics");
         if metric_opt(&m, "imerg_granules_committed_total{outcome=\"replaced\"}") == Some(1.0)
-            && metric_opt(&m, "imerg_granules_received_total{source=\"sqs_removed\"}")
-                == Some(1.0)
+            && metric_opt(&m, "imerg_granules_received_total{source=\"sqs_removed\"}") == Some(1.0)
             && stack.pending() == 0
         {
             break m;

@@ -24,7 +24,11 @@ pub struct Args {
     demo: bool,
 }
 
-pub fn run(profile: ProductProfile, args: Args, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+pub fn run(
+    profile: ProductProfile,
+    args: Args,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<ExitCode> {
     if imerg_crashpoint::requested_but_disabled() {
         tracing::warn!(
             "{} is set but this build has no crash points (build with --features crashpoints)",

@@ -65,6 +65,7 @@ UNSET_ON_PURPOSE = {
     "IMERG_SQS_ENDPOINT": "AWS SQS itself; only for a local SQS-compatible server",
     "IMERG_SOURCE_ANONYMOUS": "NASA's bucket needs the Earthdata credentials",
     "IMERG_PRODUCT_PROFILE": "the built-in profile (IMERG_PRODUCT) is used",
+    "IMERG_CONFIG": "settings come from the ConfigMap's variables, not a TOML file",
 }
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",

@@ -8,14 +8,18 @@ EXPECT.json: {"repo": dir (or "repo_s3": {"bucket", "prefix", "endpoint_url", "r
               "present": [{"time_index": i, "start": "RFC3339", "path": "/abs/granule.HDF5"}, ...],
               "gaps": [i, ...]}
 
-Opens the repository after authorizing the virtual chunk container, then checks: no warnings while
+Opens the repository after authorizing the virtual chunk container (the value comparison runs in
+one process per core, IMERG_CHECK_WORKERS to change), then checks: no warnings while
 opening, dims and coordinates, `time` as datetime64 equal to the granule start times, NaN where
 the source files hold fill values, every value of every variable equal to what h5py reads from the
 source file, and NaN plus granule_present == 0 at the gaps. Prints one line per check group and
 exits non-zero on the first failure.
 """
 
+import concurrent.futures
 import json
+import multiprocessing
+import os
 import sys
 import warnings
 
@@ -32,8 +36,8 @@ VARIABLES = [
 ]
 
 
-def main() -> None:
-    expect = json.load(open(sys.argv[1]))
+def open_dataset(expect: dict) -> xr.Dataset:
+    """The store as a user opens it; asserts that opening warns about nothing."""
     if "repo_s3" in expect:
         r, c = expect["repo_s3"], expect["s3_credentials"]
         storage = ic.s3_storage(
@@ -62,6 +66,28 @@ def main() -> None:
         warnings.simplefilter("always")
         ds = xr.open_zarr(session.store, consolidated=False, zarr_format=3, chunks=None)
     assert not caught, f"open_zarr warned: {[str(w.message) for w in caught]}"
+    return ds
+
+
+def compare_values(expect: dict, present: list) -> int:
+    """Every value of every variable of these granules against h5py (in a worker process)."""
+    ds = open_dataset(expect)
+    for p in present:
+        i = p["time_index"]
+        with h5py.File(p["path"], "r") as f:
+            for v in VARIABLES:
+                h = f["Grid"][v][0]
+                fill = f["Grid"][v].attrs["_FillValue"]
+                want = np.where(h == fill, np.nan, h.astype(np.float32))
+                got = ds[v].isel(time=i).values
+                assert np.isnan(want).any(), f"{v}: the source has fill values"
+                np.testing.assert_array_equal(got, want, err_msg=f"{v} at {p['path']}")
+    return len(present)
+
+
+def main() -> None:
+    expect = json.load(open(sys.argv[1]))
+    ds = open_dataset(expect)
     print("opened without warnings")
 
     assert dict(ds.sizes) == {
@@ -96,16 +122,18 @@ def main() -> None:
 
     present = ds.granule_present.values
     for p in expect["present"]:
-        i = p["time_index"]
-        assert present[i] == 1, i
-        with h5py.File(p["path"], "r") as f:
-            for v in VARIABLES:
-                h = f["Grid"][v][0]
-                fill = f["Grid"][v].attrs["_FillValue"]
-                want = np.where(h == fill, np.nan, h.astype(np.float32))
-                got = ds[v].isel(time=i).values
-                assert np.isnan(want).any(), f"{v}: the source has fill values"
-                np.testing.assert_array_equal(got, want, err_msg=f"{v} at {p['path']}")
+        assert present[p["time_index"]] == 1, p["time_index"]
+    # The value comparison is CPU-bound (decode, compare): one process per core, each opening the
+    # store itself ("spawn": icechunk's runtime threads do not survive a fork).
+    workers = max(1, min(int(os.environ.get("IMERG_CHECK_WORKERS", os.cpu_count() or 1)), 8))
+    parts = [expect["present"][k::workers] for k in range(workers)]
+    if workers == 1:
+        compared = compare_values(expect, expect["present"])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            compared = sum(pool.map(compare_values, [expect] * workers, parts))
+    assert compared == len(expect["present"]), (compared, len(expect["present"]))
     print("every value of every variable equals h5py's, fill values are NaN")
 
     for i in expect["gaps"]:

@@ -5,7 +5,7 @@
 //! landed. A conflict means a second writer and fails the batch loudly.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use imerg_refs::GranuleRefs;
@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::{BatchOutcome, GranuleOutcome};
-use crate::{Dataset, DatasetError};
+use crate::{ChunkToVerify, Dataset, DatasetError};
 use imerg_metrics as m;
 
 /// How the committer batches and retries.
@@ -35,6 +35,10 @@ pub struct CommitterConfig {
     pub commit_attempts: u32,
     /// Snapshot expiry and garbage collection; `None` = off.
     pub maintenance: Option<MaintenanceConfig>,
+    /// Chunks read back through the store (fetched from their source, decoded) after each
+    /// commit, spread over the batch's new references; 0 = off. Runs beside the committer, one
+    /// validation at a time (a commit that finds one still running skips its sample).
+    pub validate_sample: usize,
 }
 
 impl Default for CommitterConfig {
@@ -46,6 +50,7 @@ impl Default for CommitterConfig {
             channel_capacity: 1024,
             commit_attempts: 4,
             maintenance: None,
+            validate_sample: 0,
         }
     }
 }
@@ -161,6 +166,7 @@ async fn run(
     let mut next_maintenance = cfg.maintenance.as_ref().map(|m| Instant::now() + m.every);
     let mut closed = false;
     let mut stopping = false;
+    let validating = Arc::new(AtomicBool::new(false));
     while !closed {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -184,7 +190,10 @@ async fn run(
                 _ = tokio::time::sleep_until(idle) => break,
             }
         }
-        commit(&dataset, &cfg, batch, &stats).await;
+        let written = commit(&dataset, &cfg, batch, &stats).await;
+        if cfg.validate_sample > 0 && !written.is_empty() {
+            validate_in_background(&dataset, &written, cfg.validate_sample, &validating);
+        }
         if let (Some(m), Some(at)) = (&cfg.maintenance, next_maintenance)
             && Instant::now() >= at
         {
@@ -198,18 +207,91 @@ async fn run(
     tracing::info!("committer stopped");
 }
 
+/// Commits a batch; returns the granules whose references it wrote (added or replaced).
 async fn commit(
     dataset: &Dataset,
     cfg: &CommitterConfig,
     batch: Vec<Request>,
     stats: &CommitterStats,
-) {
+) -> Vec<GranuleRefs> {
     let batch_id = uuid::Uuid::new_v4().to_string();
     let granules: Vec<GranuleRefs> = batch.iter().map(|r| r.granule.clone()).collect();
     let span = tracing::info_span!("commit", %batch_id, granules = granules.len());
-    commit_with_retries(dataset, cfg, batch, stats, batch_id, granules)
+    let written = commit_with_retries(dataset, cfg, batch, stats, batch_id, &granules)
         .instrument(span)
         .await;
+    granules
+        .into_iter()
+        .zip(written)
+        .filter_map(|(g, w)| w.then_some(g))
+        .collect()
+}
+
+/// Up to `n` chunks spread over `written`: granules evenly across the batch, variables and
+/// chunk positions in turn.
+fn sample(written: &[GranuleRefs], n: usize) -> Vec<ChunkToVerify> {
+    let mut out: Vec<ChunkToVerify> = Vec::new();
+    for i in 0..n.min(written.len().saturating_mul(4)) {
+        let Some(g) =
+            written.get(i.saturating_mul(written.len()) / n.max(1) % written.len().max(1))
+        else {
+            continue;
+        };
+        let vars: Vec<_> = g.variables.iter().collect();
+        let Some((name, v)) = vars.get(i % vars.len().max(1)) else {
+            continue;
+        };
+        let Some(r) = v.refs.get(i.saturating_mul(7) % v.refs.len().max(1)) else {
+            continue;
+        };
+        let c = ChunkToVerify {
+            variable: (*name).clone(),
+            chunk: r.chunk,
+            key: g.key.clone(),
+        };
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads a sample of the new references back through the store, beside the committer; a
+/// failure is a metric and a log line naming the granule. Skipped while one is still running.
+fn validate_in_background(
+    dataset: &Arc<Dataset>,
+    written: &[GranuleRefs],
+    n: usize,
+    busy: &Arc<AtomicBool>,
+) {
+    if busy.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let chunks = sample(written, n);
+    let (dataset, busy) = (Arc::clone(dataset), Arc::clone(busy));
+    tokio::spawn(async move {
+        match dataset.verify_chunks(&chunks).await {
+            Ok(results) => {
+                for (c, r) in chunks.iter().zip(results) {
+                    match r {
+                        Ok(()) => {
+                            metrics::counter!(m::VALIDATED_CHUNKS, "result" => "ok").increment(1);
+                        }
+                        Err(e) => {
+                            metrics::counter!(m::VALIDATED_CHUNKS, "result" => e.reason())
+                                .increment(1);
+                            metrics::counter!(m::VALIDATION_FAILURES, "reason" => e.reason())
+                                .increment(1);
+                            tracing::error!(key = %c.key, variable = %c.variable, chunk = ?c.chunk,
+                                reason = e.reason(), error = %e, "post-commit validation failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "post-commit validation could not read the store"),
+        }
+        busy.store(false, Ordering::SeqCst);
+    });
 }
 
 async fn commit_with_retries(
@@ -218,14 +300,14 @@ async fn commit_with_retries(
     batch: Vec<Request>,
     stats: &CommitterStats,
     batch_id: String,
-    granules: Vec<GranuleRefs>,
-) {
+    granules: &[GranuleRefs],
+) -> Vec<bool> {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     let mut landed: Option<String> = None;
     let mut last_err = DatasetError::Shutdown;
     for attempt in 1..=cfg.commit_attempts.max(1) {
         let started = std::time::Instant::now();
-        match dataset.commit_batch(&granules, &batch_id).await {
+        match dataset.commit_batch(granules, &batch_id).await {
             Ok(mut outcome) => {
                 if let Some(snapshot) = landed.take() {
                     // The earlier "failed" attempt had landed; this pass found its granules present.
@@ -244,15 +326,22 @@ async fn commit_with_retries(
                     seconds = started.elapsed().as_secs_f64(),
                     "batch durable"
                 );
+                let written = outcome
+                    .outcomes
+                    .iter()
+                    .map(|(_, o)| {
+                        matches!(o, GranuleOutcome::Added | GranuleOutcome::Replaced { .. })
+                    })
+                    .collect();
                 reply_all(batch, outcome, stats);
-                return;
+                return written;
             }
             Err(e @ DatasetError::SecondWriter { .. }) => {
                 stats.second_writer.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::SECOND_WRITER).increment(1);
                 tracing::error!(error = %e, "SECOND WRITER DETECTED: batch not committed");
                 fail_all(batch, &e);
-                return;
+                return Vec::new();
             }
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);
@@ -278,6 +367,7 @@ async fn commit_with_retries(
     }
     tracing::error!(error = %last_err, "batch failed after retries");
     fail_all(batch, &last_err);
+    Vec::new()
 }
 
 /// Exponential backoff with jitter: 100 ms, 200 ms, 400 ms, ... capped at 5 s.

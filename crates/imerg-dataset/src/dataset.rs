@@ -91,6 +91,11 @@ impl Dataset {
             .map_err(DatasetError::ic)
     }
 
+    /// A read-only store at the branch tip.
+    pub(crate) async fn read_store(&self) -> Result<Store, DatasetError> {
+        self.store(false).await
+    }
+
     /// A store on a fresh session at the branch tip: writable, or read-only.
     async fn store(&self, writable: bool) -> Result<Store, DatasetError> {
         let session = if writable {

@@ -17,6 +17,7 @@ mod store_io;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod test_support;
+mod verify;
 
 pub use arrays::{PRESENT, TIME_CHUNK};
 pub use batch::{BatchOutcome, GranuleOutcome, PreparedBatch};
@@ -32,3 +33,4 @@ pub use error::DatasetError;
 pub use history::LIST_GRANULES_UP_TO;
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};
 pub use status::{CommitInfo, Gap, Status};
+pub use verify::{ChunkToVerify, VerifyError};

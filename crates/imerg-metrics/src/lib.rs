@@ -37,6 +37,12 @@ pub const INGEST_SECONDS: &str = "imerg_granule_ingest_seconds";
 /// Granules through the ingest path, by `source` and `result` (an outcome: added, replaced,
 /// duplicate; or the reason it did not land: not_hdf5, not_found, transient, ...).
 pub const GRANULES_INGESTED: &str = "imerg_granules_ingested_total";
+/// Chunks read back through the store after a commit (or by `verify`), by `result` (ok, or the
+/// reason: missing, source, decode, metadata).
+pub const VALIDATED_CHUNKS: &str = "imerg_validated_chunks_total";
+/// Chunks that did not read back (the source object changed behind the store's back, or the
+/// bytes do not decode), by `reason`. Must stay 0.
+pub const VALIDATION_FAILURES: &str = "imerg_validation_failures_total";
 /// Granules being fetched, virtualized or waiting for their commit.
 pub const IN_FLIGHT: &str = "imerg_granules_in_flight";
 /// Backfill progress of running jobs, by `state` (expected, present_already, committed,
@@ -190,6 +196,16 @@ pub const TABLE: &[Metric] = &[
         GRANULES_INGESTED,
         None,
         "Granules through the ingest path, by source and result (outcome or reason)",
+    ),
+    counter(
+        VALIDATED_CHUNKS,
+        None,
+        "Chunks read back through the store after a commit, by result",
+    ),
+    counter(
+        VALIDATION_FAILURES,
+        None,
+        "Chunks that did not read back through the store, by reason",
     ),
     counter(COMMITS, None, "Commits made"),
     counter(COMMIT_FAILURES, None, "Failed commit attempts"),

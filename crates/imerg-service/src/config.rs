@@ -264,6 +264,12 @@ pub struct ServiceConfig {
     /// Cap of Icechunk's manifest cache, in references.
     #[arg(long, env = "IMERG_MANIFEST_CACHE_REFS", default_value_t = imerg_dataset::DEFAULT_MANIFEST_CACHE_REFS)]
     pub manifest_cache_refs: u64,
+    /// Chunks read back through the store after each commit (fetched from their source objects
+    /// and decoded), spread over the commit's new references: a source object replaced behind
+    /// the store's back, or bytes that do not decode, show as imerg_validation_failures_total
+    /// and a log line with the granule's key. 0 = off.
+    #[arg(long, env = "IMERG_VALIDATE_SAMPLE", default_value_t = 4)]
+    pub validate_sample: usize,
     /// Expire snapshots older than this and garbage-collect (e.g. 7d). Off unless given.
     #[arg(long, env = "IMERG_SNAPSHOT_RETENTION", value_parser = humantime::parse_duration)]
     #[serde(with = "duration_text::option")]
@@ -509,6 +515,7 @@ impl ServiceConfig {
                 retention,
                 every: self.maintenance_every,
             }),
+            validate_sample: self.validate_sample,
             ..CommitterConfig::default()
         };
         Ok(Settings {

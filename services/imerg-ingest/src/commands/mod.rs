@@ -6,6 +6,7 @@ pub mod serve;
 pub mod simulate;
 pub mod status;
 pub mod synth;
+pub mod verify;
 pub mod virtualize;
 
 /// Runs a subcommand's async part on a multi-threaded Tokio runtime built for it.

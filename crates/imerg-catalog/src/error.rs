@@ -54,4 +54,6 @@ pub enum CatalogError {
     },
     #[error("unknown product {0:?} (known: final, late, early, or a profile file)")]
     UnknownProduct(String),
+    #[error("invalid product profile {product:?}: {reason}")]
+    InvalidProfile { product: String, reason: String },
 }

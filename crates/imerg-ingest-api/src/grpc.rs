@@ -18,6 +18,8 @@ pub struct IngestApi {
     jobs: Arc<JobManager>,
     /// Operator bearer token (a secret: never logged).
     token: Option<Arc<str>>,
+    /// The reconciliation sweeps' last report, when this process runs them.
+    sweeps: Option<Arc<imerg_listener::SweepState>>,
 }
 
 impl IngestApi {
@@ -25,7 +27,14 @@ impl IngestApi {
         Self {
             jobs,
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            sweeps: None,
         }
+    }
+
+    /// Reports the reconciliation sweeps' last result in GetStatus.
+    pub fn with_sweeps(mut self, sweeps: Arc<imerg_listener::SweepState>) -> Self {
+        self.sweeps = Some(sweeps);
+        self
     }
 
     pub fn into_server(self) -> v1::ingest_service_server::IngestServiceServer<Self> {
@@ -201,6 +210,24 @@ impl v1::ingest_service_server::IngestService for IngestApi {
             manifests: st.manifests,
             largest_manifest_bytes: st.largest_manifest_bytes,
             manifest_max_bytes: st.manifest_max_bytes,
+            last_sweep: self
+                .sweeps
+                .as_ref()
+                .and_then(|s| s.last())
+                .map(|r| v1::ReconcileSweep {
+                    finished: Some(to_timestamp(r.finished)),
+                    window_start: Some(to_timestamp(r.window_start)),
+                    window_end: Some(to_timestamp(r.window_end)),
+                    expected: r.expected,
+                    present: r.present,
+                    found: r.found,
+                    ingested: r.ingested,
+                    failed: r.failed,
+                    still_missing: r.still_missing,
+                    overdue: r.overdue,
+                    missing: r.missing,
+                    inventory_error: r.inventory_error.unwrap_or_default(),
+                }),
         }))
     }
 }

@@ -1,5 +1,6 @@
 //! Where granules come from while the service runs: the SQS listener (new-granule notifications
-//! on a [`Queue`]) and the directory watcher (the embedded default's local granule directory).
+//! on a [`Queue`]), the directory watcher (the embedded default's local granule directory) and
+//! the reconciliation sweep (granules that exist but were never announced).
 //! Both hand every granule to the one [`imerg_pipeline::Ingestor`] and stop when their
 //! cancellation token fires, letting the granules in flight finish.
 //!
@@ -12,9 +13,11 @@
 mod directory;
 mod lease;
 mod queue;
+mod reconcile;
 mod sqs;
 
 pub use directory::{DirectoryConfig, watch_directory};
 pub use lease::{Lease, LeaseSettings};
 pub use queue::{MemoryQueue, Queue, QueueError, Received, SqsQueue};
+pub use reconcile::{Inventory, ReconcileConfig, Reconciler, SweepReport, SweepState};
 pub use sqs::{ListenerConfig, MessageOutcome, QueueHealth, SqsConfig, handle_body, run};

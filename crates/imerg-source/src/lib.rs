@@ -148,6 +148,39 @@ impl Source {
         }
     }
 
+    /// The bucket-relative keys of the objects under a key prefix (e.g. one day's directory of a
+    /// collection), at most `limit` of them: the reconciliation sweep's view of what exists. A
+    /// prefix that does not exist is an empty listing.
+    pub async fn list_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, SourceError> {
+        use futures::TryStreamExt as _;
+        let url = self.url_of(prefix);
+        let path = self.path_of(prefix.trim_end_matches('/'));
+        let root = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out = Vec::new();
+        let mut listing = self.store.list(Some(&path));
+        loop {
+            match listing.try_next().await {
+                Ok(Some(meta)) => {
+                    let full = meta.location.to_string();
+                    if let Some(key) = full.strip_prefix(&root) {
+                        out.push(key.to_string());
+                    }
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(SourceError::from_store(&url, e)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Fetches the whole object at a bucket-relative key.
     pub async fn fetch(&self, key: &str) -> Result<Fetched, SourceError> {
         let url = self.url_of(key);

@@ -141,6 +141,18 @@ impl Stack {
         assert_eq!(code, 200, "PUT {key}: {text}");
     }
 
+    /// Creates a bucket with no notification configuration (uploads to it announce nothing).
+    pub fn create_bucket(&self, bucket: &str) {
+        let (code, text) = self.s3_body("PUT", &format!("/{bucket}"), b"");
+        assert_eq!(code, 200, "PUT /{bucket}: {text}");
+    }
+
+    /// Uploads an object to `bucket`.
+    pub fn put_in(&self, bucket: &str, key: &str, body: &[u8]) {
+        let (code, text) = self.s3_body("PUT", &format!("/{bucket}/{key}"), body);
+        assert_eq!(code, 200, "PUT {bucket}/{key}: {text}");
+    }
+
     pub fn delete(&self, key: &str) {
         let code = self.s3("DELETE", &format!("/{SOURCE_BUCKET}/{key}"), b"");
         assert!(code == 204 || code == 200, "DELETE {key}: {code}");

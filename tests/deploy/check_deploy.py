@@ -192,9 +192,14 @@ class Checker:
             if "namespace" in k and o.get("kind") not in CLUSTER_SCOPED:
                 md["namespace"] = k["namespace"]
             for lab in k.get("labels", []):
-                if lab.get("includeSelectors") or lab.get("includeTemplates"):
-                    self.fail(f"{self.rel(kfile)}: labels with selectors/templates not modelled")
+                if lab.get("includeSelectors"):
+                    self.fail(f"{self.rel(kfile)}: labels with selectors not modelled")
                 md.setdefault("labels", {}).update(lab.get("pairs", {}))
+                # includeTemplates: kustomize labels the pod templates of workloads too.
+                tmpl = o.get("spec", {}).get("template")
+                if lab.get("includeTemplates") and isinstance(tmpl, dict):
+                    tmpl.setdefault("metadata", {}).setdefault("labels", {}).update(
+                        lab.get("pairs", {}))
             for img in k.get("images", []):
                 for c in pod_containers(o):
                     name, _, _ = c.get("image", "").partition(":")

@@ -24,10 +24,15 @@ pub struct Oracle {
 }
 
 pub fn oracle(path: &Path, ds_path: &str) -> Oracle {
-    let f = hdf5::File::open(path).unwrap();
-    let ds = f.dataset(ds_path).unwrap();
-    let dt = ds.dtype().unwrap();
-    let desc = dt.to_descriptor().unwrap();
+    try_oracle(path, ds_path).unwrap()
+}
+
+/// The oracle, or libhdf5's error (Debian's 1.10 cannot read some HDF5 2.0 messages).
+pub fn try_oracle(path: &Path, ds_path: &str) -> Result<Oracle, String> {
+    let f = hdf5::File::open(path).map_err(|e| e.to_string())?;
+    let ds = f.dataset(ds_path).map_err(|e| e.to_string())?;
+    let dt = ds.dtype().map_err(|e| e.to_string())?;
+    let desc = dt.to_descriptor().map_err(|e| e.to_string())?;
     let float = matches!(desc, hdf5::types::TypeDescriptor::Float(_));
     let filters = ds
         .filters()
@@ -54,14 +59,14 @@ pub fn oracle(path: &Path, ds_path: &str) -> Oracle {
         })
         .collect();
     chunks.sort();
-    Oracle {
+    Ok(Oracle {
         shape: ds.shape().iter().map(|d| *d as u64).collect(),
         dtype_size: dt.size(),
         float,
         chunk: ds.chunk().map(|c| c.iter().map(|x| *x as u64).collect()),
         filters,
         chunks,
-    }
+    })
 }
 
 pub fn ours_chunks(d: &DatasetInfo) -> Vec<OracleChunk> {

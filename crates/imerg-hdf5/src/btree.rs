@@ -73,6 +73,7 @@ async fn read_v1_node(
 }
 
 /// Every leaf-level entry of the v1 B-tree rooted at `root`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn v1_leaf_entries(
     f: &Fetcher,
     s: Sizes,
@@ -108,13 +109,13 @@ pub(crate) async fn v1_leaf_entries(
         let reads = frontier.iter().map(|(a, lvl, d0)| async move {
             let mut d = *d0;
             let node = read_v1_node(f, s, *a, node_type, key_size, &mut d).await?;
-            if let Some(l) = lvl {
-                if node.level != *l {
-                    return Err(Hdf5Error::malformed(
-                        "v1 B-tree",
-                        format!("node at {a} has level {}, expected {l}", node.level),
-                    ));
-                }
+            if let Some(l) = lvl
+                && node.level != *l
+            {
+                return Err(Hdf5Error::malformed(
+                    "v1 B-tree",
+                    format!("node at {a} has level {}, expected {l}", node.level),
+                ));
             }
             Ok::<_, Hdf5Error>((node, d))
         });

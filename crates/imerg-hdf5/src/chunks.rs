@@ -296,13 +296,13 @@ async fn fixed_array(
         .ok_or_else(|| Hdf5Error::malformed("fixed array header", "no data block"))?;
     let max = f.options().max_chunks;
     let n = bounded("fixed array elements", nelmts, max)?;
-    if let Some(m) = grid.max_linear() {
-        if nelmts > m {
-            return Err(Hdf5Error::malformed(
-                "fixed array header",
-                format!("{nelmts} elements for {m} chunks"),
-            ));
-        }
+    if let Some(m) = grid.max_linear()
+        && nelmts > m
+    {
+        return Err(Hdf5Error::malformed(
+            "fixed array header",
+            format!("{nelmts} elements for {m} chunks"),
+        ));
     }
     if page_bits >= 32 {
         return Err(Hdf5Error::malformed("fixed array header", "page bits"));
@@ -411,7 +411,7 @@ async fn extensible_array(
     for u in 0..nsblks {
         let ndblks = 1u64.checked_shl((u / 2) as u32).unwrap_or(u64::MAX);
         let dblk_nelmts =
-            (1u64.checked_shl(((u + 1) / 2) as u32).unwrap_or(u64::MAX)).saturating_mul(dblk_min);
+            (1u64.checked_shl(u.div_ceil(2) as u32).unwrap_or(u64::MAX)).saturating_mul(dblk_min);
         sinfo.push(SuperBlockInfo {
             ndblks,
             dblk_nelmts,

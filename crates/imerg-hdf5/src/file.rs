@@ -261,14 +261,14 @@ impl Hdf5File {
         let f = Arc::new(Fetcher::new(reader, opts));
         let head = f.first().await?;
         let sb = parse_superblock(&head)?;
-        if let Some(size) = known {
-            if size < sb.eof {
-                return Err(Hdf5Error::Truncated {
-                    what: "file (superblock end-of-file address)".into(),
-                    needed: sb.eof,
-                    size,
-                });
-            }
+        if let Some(size) = known
+            && size < sb.eof
+        {
+            return Err(Hdf5Error::Truncated {
+                what: "file (superblock end-of-file address)".into(),
+                needed: sb.eof,
+                size,
+            });
         }
         f.set_eof(sb.eof);
         Ok(Self {

@@ -304,7 +304,7 @@ pub(crate) fn parse_layout(c: &mut Cur<'_>, s: Sizes) -> Result<StorageLayout> {
         }
         2 if version == 3 => {
             let ndims = c.u8()?;
-            if ndims < 2 || ndims > MAX_RANK + 1 {
+            if !(2..=MAX_RANK + 1).contains(&ndims) {
                 return Err(Hdf5Error::malformed(
                     "data layout message",
                     format!("chunk dimensionality {ndims}"),
@@ -326,7 +326,7 @@ pub(crate) fn parse_layout(c: &mut Cur<'_>, s: Sizes) -> Result<StorageLayout> {
         2 => {
             let flags = c.u8()?;
             let ndims = c.u8()?;
-            if ndims < 2 || ndims > MAX_RANK + 1 {
+            if !(2..=MAX_RANK + 1).contains(&ndims) {
                 return Err(Hdf5Error::malformed(
                     "data layout message",
                     format!("chunk dimensionality {ndims}"),

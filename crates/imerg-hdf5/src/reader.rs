@@ -268,13 +268,13 @@ impl Fetcher {
             let end = ((abs / bs) + 1) * bs;
             let take = (end - abs).min(data.len() as u64 - pos);
             // Only whole blocks (or the file's last, short block) are cached.
-            if abs % bs == 0 && (take == bs || pos + take == data.len() as u64) {
+            if abs.is_multiple_of(bs) && (take == bs || pos + take == data.len() as u64) {
                 let (Ok(s), Ok(e)) = (usize::try_from(pos), usize::try_from(pos + take)) else {
                     return;
                 };
                 let idx = abs / bs;
-                if !c.blocks.contains_key(&idx) {
-                    c.blocks.insert(idx, (data.slice(s..e), depth));
+                if let std::collections::hash_map::Entry::Vacant(v) = c.blocks.entry(idx) {
+                    v.insert((data.slice(s..e), depth));
                     c.order.push_back(idx);
                     c.bytes += take;
                 }

@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: the hdf5-metno oracle (what libhdf5 reports for a
 //! dataset) and the comparison with what this crate read from ranged reads alone.
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! (`dataset.id.get_chunk_info`); where Debian's libhdf5 1.10 can open the file, hdf5-metno must
 //! agree too. Skipped (with a message) when no Python with h5py is available: set
 //! `IMERG_PYTHON`, or run `. scripts/setup.sh --python`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Oracle tests on synthetic granules (imerg-synth, written by libhdf5 through hdf5-metno) in
 //! every format option: the chunk tables, shapes, dtypes, chunk shapes and filters read from
 //! ranged reads must equal what libhdf5 reports; the read cost is printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use crate::cursor::{Cur, Sizes, bounded, limit_enc_size};
+use crate::cursor::{Cur, Sizes, bounded, limit_enc_size, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::reader::Fetcher;
 
@@ -172,6 +172,7 @@ pub(crate) async fn v2_records(
     let head = f.read(depth, "v2 B-tree header", addr, hlen as u64).await?;
     let mut c = Cur::new(&head, addr, "v2 B-tree header");
     c.signature("BTHD", "v2 B-tree header")?;
+    verify_checksum(&head, hlen - 4, "v2 B-tree header", addr)?;
     let version = c.u8()?;
     if version != 0 {
         return Err(Hdf5Error::UnsupportedVersion {
@@ -314,6 +315,7 @@ pub(crate) async fn v2_records(
                     children.push((ca, cn, nd - 1, d));
                 }
             }
+            verify_checksum(&data, c.pos(), "v2 B-tree node", *a)?;
             Ok::<_, Hdf5Error>((recs, children, d))
         });
         let mut next = Vec::new();

@@ -3,7 +3,7 @@
 //! implicit, fixed array, extensible array and v2 B-tree. Chunk data is never read.
 
 use crate::btree::{v1_leaf_entries, v2_records};
-use crate::cursor::{Cur, Sizes, bounded, log2_floor};
+use crate::cursor::{Cur, Sizes, bounded, log2_floor, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::messages::ChunkIndex;
 use crate::reader::Fetcher;
@@ -279,6 +279,12 @@ async fn fixed_array(
     let head = f.read(depth, "fixed array header", addr, hlen).await?;
     let mut c = Cur::new(&head, addr, "fixed array header");
     c.signature("FAHD", "fixed array header")?;
+    verify_checksum(
+        &head,
+        (hlen as usize).saturating_sub(4),
+        "fixed array header",
+        addr,
+    )?;
     let version = c.u8()?;
     if version != 0 {
         return Err(Hdf5Error::UnsupportedVersion {
@@ -319,6 +325,12 @@ async fn fixed_array(
             .await?;
         let mut c = Cur::new(&data, dblk, "fixed array data block");
         c.signature("FADB", "fixed array data block")?;
+        verify_checksum(
+            &data,
+            data.len().saturating_sub(4),
+            "fixed array data block",
+            dblk,
+        )?;
         elements.push((0, data.slice(prefix as usize..)));
     } else {
         let npages = n.div_ceil(page);
@@ -331,6 +343,13 @@ async fn fixed_array(
         let mut pos = 0usize;
         for p in 0..npages {
             let count = page.min(n - p * page);
+            let page_bytes = data.get(pos..).unwrap_or(&[]);
+            verify_checksum(
+                page_bytes,
+                count * elsize,
+                "fixed array data block page",
+                pages_at + pos as u64,
+            )?;
             elements.push(((p * page) as u64, data.slice(pos..)));
             pos += count * elsize + 4;
         }
@@ -372,6 +391,12 @@ async fn extensible_array(
     let head = f.read(depth, "extensible array header", addr, hlen).await?;
     let mut c = Cur::new(&head, addr, "extensible array header");
     c.signature("EAHD", "extensible array header")?;
+    verify_checksum(
+        &head,
+        (hlen as usize).saturating_sub(4),
+        "extensible array header",
+        addr,
+    )?;
     let version = c.u8()?;
     if version != 0 {
         return Err(Hdf5Error::UnsupportedVersion {
@@ -431,6 +456,12 @@ async fn extensible_array(
         .await?;
     let mut c = Cur::new(&data, iblock, "extensible array index block");
     c.signature("EAIB", "extensible array index block")?;
+    verify_checksum(
+        &data,
+        data.len().saturating_sub(4),
+        "extensible array index block",
+        iblock,
+    )?;
     c.skip(2 + o as usize)?;
     let max = f.options().max_chunks;
     let mut push = |i: u64, e: Option<(u64, u64, u32)>| -> Result<()> {
@@ -505,6 +536,12 @@ async fn extensible_array(
                 .await?;
             let mut c = Cur::new(&data, *a, "extensible array secondary block");
             c.signature("EASB", "extensible array secondary block")?;
+            verify_checksum(
+                &data,
+                data.len().saturating_sub(4),
+                "extensible array secondary block",
+                *a,
+            )?;
             c.skip(2 + o as usize + arr_off)?;
             let mut found = Vec::new();
             for k in 0..si.ndblks {
@@ -543,6 +580,12 @@ async fn extensible_array(
         *depth = (*depth).max(d);
         let mut c = Cur::new(&data, a, "extensible array data block");
         c.signature("EADB", "extensible array data block")?;
+        verify_checksum(
+            &data,
+            data.len().saturating_sub(4),
+            "extensible array data block",
+            a,
+        )?;
         c.skip(2 + o as usize + arr_off)?;
         for k in 0..n as u64 {
             let e = array_element(&mut c, s, elsize, grid)?;

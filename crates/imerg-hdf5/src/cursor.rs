@@ -143,3 +143,91 @@ pub(crate) fn bounded(what: &'static str, value: u64, limit: u64) -> Result<usiz
         limit: usize::MAX as u64,
     })
 }
+
+/// Bob Jenkins' lookup3 `hashlittle`, the checksum of HDF5's version-2 structures
+/// (`H5_checksum_lookup3` with an initial value of 0).
+pub(crate) fn lookup3(data: &[u8]) -> u32 {
+    fn word(b: &[u8]) -> u32 {
+        b.iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, x)| acc | (u32::from(*x) << (8 * i)))
+    }
+    let mut a = 0xdead_beef_u32.wrapping_add(data.len() as u32);
+    let (mut b, mut c) = (a, a);
+    let mut k = data;
+    while k.len() > 12 {
+        let (blk, rest) = k.split_at(12);
+        a = a.wrapping_add(word(blk.get(0..4).unwrap_or(&[])));
+        b = b.wrapping_add(word(blk.get(4..8).unwrap_or(&[])));
+        c = c.wrapping_add(word(blk.get(8..12).unwrap_or(&[])));
+        a = a.wrapping_sub(c) ^ c.rotate_left(4);
+        c = c.wrapping_add(b);
+        b = b.wrapping_sub(a) ^ a.rotate_left(6);
+        a = a.wrapping_add(c);
+        c = c.wrapping_sub(b) ^ b.rotate_left(8);
+        b = b.wrapping_add(a);
+        a = a.wrapping_sub(c) ^ c.rotate_left(16);
+        c = c.wrapping_add(b);
+        b = b.wrapping_sub(a) ^ a.rotate_left(19);
+        a = a.wrapping_add(c);
+        c = c.wrapping_sub(b) ^ b.rotate_left(4);
+        b = b.wrapping_add(a);
+        k = rest;
+    }
+    if k.is_empty() {
+        return c;
+    }
+    a = a.wrapping_add(word(k.get(0..4.min(k.len())).unwrap_or(&[])));
+    if k.len() > 4 {
+        b = b.wrapping_add(word(k.get(4..8.min(k.len())).unwrap_or(&[])));
+    }
+    if k.len() > 8 {
+        c = c.wrapping_add(word(k.get(8..).unwrap_or(&[])));
+    }
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(24));
+    c
+}
+
+/// Checks the lookup3 checksum stored at `data[end..end + 4]` over `data[..end]`.
+pub(crate) fn verify_checksum(
+    data: &[u8],
+    end: usize,
+    what: &'static str,
+    address: u64,
+) -> Result<()> {
+    let body = data
+        .get(..end)
+        .ok_or_else(|| Hdf5Error::malformed(what, "checksum outside the structure"))?;
+    let stored = data
+        .get(end..end + 4)
+        .ok_or_else(|| Hdf5Error::malformed(what, "checksum outside the structure"))?;
+    let stored = u32::from_le_bytes([
+        stored.first().copied().unwrap_or(0),
+        stored.get(1).copied().unwrap_or(0),
+        stored.get(2).copied().unwrap_or(0),
+        stored.get(3).copied().unwrap_or(0),
+    ]);
+    let computed = lookup3(body);
+    if stored != computed {
+        return Err(Hdf5Error::Checksum {
+            what,
+            address,
+            stored,
+            computed,
+        });
+    }
+    Ok(())
+}

@@ -60,6 +60,16 @@ pub enum Hdf5Error {
         value: u64,
         limit: u64,
     },
+    /// A version-2 structure whose stored checksum does not match its bytes.
+    #[error(
+        "{what} at {address}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+    )]
+    Checksum {
+        what: &'static str,
+        address: u64,
+        stored: u32,
+        computed: u32,
+    },
     /// A pointer structure (B-tree, heap, continuation chain) visits the same address twice.
     #[error("cycle detected in {what}: address {address} visited twice")]
     Cycle { what: &'static str, address: u64 },

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::btree::{v1_leaf_entries, v2_records};
 use crate::chunks::{ChunkGrid, ChunkLocation, enumerate};
-use crate::cursor::{Cur, Sizes};
+use crate::cursor::{Cur, Sizes, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::heaps::{FractalHeap, global_heap_object, heap_string, local_heap};
 use crate::messages::{
@@ -219,6 +219,7 @@ fn parse_superblock(buf: &[u8]) -> Result<Superblock> {
             let root = c
                 .addr(sizes)?
                 .ok_or_else(|| Hdf5Error::malformed("superblock", "no root group"))?;
+            verify_checksum(buf, c.pos(), "superblock", 0)?;
             if base != 0 {
                 return Err(Hdf5Error::Unsupported(format!("base address {base}")));
             }

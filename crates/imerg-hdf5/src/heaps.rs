@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::cursor::{Cur, Sizes, limit_enc_size, log2_floor};
+use crate::cursor::{Cur, Sizes, limit_enc_size, log2_floor, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::reader::Fetcher;
 
@@ -111,6 +111,12 @@ impl FractalHeap {
         let head = f.read(depth, "fractal heap header", addr, hlen).await?;
         let mut c = Cur::new(&head, addr, "fractal heap header");
         c.signature("FRHP", "fractal heap header")?;
+        verify_checksum(
+            &head,
+            (hlen as usize).saturating_sub(4),
+            "fractal heap header",
+            addr,
+        )?;
         let version = c.u8()?;
         if version != 0 {
             return Err(Hdf5Error::UnsupportedVersion {
@@ -180,6 +186,12 @@ impl FractalHeap {
             .await?;
         let mut c = Cur::new(&data, root, "fractal heap indirect block");
         c.signature("FHIB", "fractal heap indirect block")?;
+        verify_checksum(
+            &data,
+            data.len().saturating_sub(4),
+            "fractal heap indirect block",
+            root,
+        )?;
         c.skip(1)?;
         c.addr(s)?;
         c.uvar(off_size)?;

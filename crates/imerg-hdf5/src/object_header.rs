@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use crate::cursor::{Cur, Sizes};
+use crate::cursor::{Cur, Sizes, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::reader::Fetcher;
 
@@ -73,9 +73,13 @@ pub(crate) async fn read_object_header(
             c.skip(4)?;
         }
         let size = block_len("object header chunk", c.uvar(1 << (flags & 0x03))?)?;
-        let start = addr + c.pos() as u64;
-        // Messages, then a 4-byte checksum.
-        let body = f.read(depth, "object header", start, size + 4).await?;
+        let prefix = c.pos() as u64;
+        let start = addr + prefix;
+        // Messages, then a 4-byte checksum over the whole chunk.
+        let total = prefix + size;
+        let full = f.read(depth, "object header", addr, total + 4).await?;
+        verify_checksum(&full, total as usize, "object header", addr)?;
+        let body = full.slice(prefix as usize..);
         parse_v2_messages(s, &body, start, size, crt_order, &mut out, &mut pending)?;
     } else {
         let mut c = Cur::new(&head, addr, "object header");
@@ -131,6 +135,12 @@ pub(crate) async fn read_object_header(
             if v2 {
                 let mut c = Cur::new(&data, a, "object header continuation");
                 c.signature("OCHK", "object header continuation")?;
+                verify_checksum(
+                    &data,
+                    data.len().saturating_sub(4),
+                    "object header continuation",
+                    a,
+                )?;
                 let size = (data.len() as u64).checked_sub(8).ok_or_else(|| {
                     Hdf5Error::malformed("object header continuation", "shorter than 8 bytes")
                 })?;

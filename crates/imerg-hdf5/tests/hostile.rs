@@ -159,6 +159,20 @@ fn address_past_eof_is_rejected() {
     assert!(matches!(e, Hdf5Error::AddressOutOfRange { .. }), "{e}");
 }
 
+#[test]
+fn corrupted_v2_object_header_fails_its_checksum() {
+    let mut b = granule(&SynthOptions {
+        format: imerg_synth::H5Format::V110,
+        ..SynthOptions::default()
+    });
+    let p = precipitation(&b);
+    let h = p.header_address as usize;
+    assert_eq!(&b[h..h + 4], b"OHDR");
+    b[h + 12] ^= 0x01;
+    let e = run(b).unwrap_err();
+    assert!(matches!(e, Hdf5Error::Checksum { .. }), "{e}");
+}
+
 /// Random byte corruption of every metadata range the reader fetched: never a panic.
 #[test]
 fn corrupted_metadata_never_panics() {

@@ -133,6 +133,10 @@ impl RangeReader for FileReader {
 pub struct ReadOptions {
     /// Size of the first read, from offset 0 (superblock and, usually, the root group).
     pub first_read: u64,
+    /// Bytes read from the end of the object together with the first read (0: none). Needs the
+    /// object size from [`RangeReader::size_hint`]. libhdf5 writes metadata that changes at
+    /// close (B-tree nodes, heaps, grown object headers) near the end of the file.
+    pub tail_read: u64,
     /// Cache block size: later reads are rounded out to aligned blocks of this size.
     pub block_size: u64,
     /// Bound of the block cache of one granule.
@@ -151,6 +155,7 @@ impl Default for ReadOptions {
     fn default() -> Self {
         Self {
             first_read: 256 * 1024,
+            tail_read: 0,
             block_size: 16 * 1024,
             max_cache_bytes: 8 * 1024 * 1024,
             max_read: 4 * 1024 * 1024,
@@ -179,6 +184,8 @@ pub struct FetchStats {
     pub round_trips: u32,
     /// Every GET, in issue order.
     pub requests: Vec<GetRecord>,
+    /// Every metadata structure read (offset, length), before rounding to cache blocks.
+    pub structure_reads: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -239,7 +246,23 @@ impl Fetcher {
     /// (shorter if the object is).
     pub(crate) async fn first(&self) -> Result<Bytes> {
         let len = self.opts.first_read.max(self.opts.block_size);
-        let data = self.get(0, len, 1).await?;
+        let bs = self.opts.block_size.max(1);
+        let tail = match self.reader.size_hint() {
+            Some(size) if self.opts.tail_read > 0 && size > len => {
+                let start = (size.saturating_sub(self.opts.tail_read).max(len) / bs) * bs;
+                Some((start, size - start))
+            }
+            _ => None,
+        };
+        let head = self.get(0, len, 1);
+        let data = match tail {
+            Some((start, n)) => {
+                let (data, t) = futures::future::try_join(head, self.get(start, n, 1)).await?;
+                self.insert(start, &t, 1);
+                data
+            }
+            None => head.await?,
+        };
         self.insert(0, &data, 1);
         Ok(data)
     }
@@ -331,6 +354,9 @@ impl Fetcher {
         }
         if len == 0 {
             return Ok(Bytes::new());
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.structure_reads.push((offset, len));
         }
         let bs = self.opts.block_size.max(1);
         let (b0, b1) = (offset / bs, (end - 1) / bs);

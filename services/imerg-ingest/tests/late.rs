@@ -41,6 +41,38 @@ fn cmr_message(file_name: &str, mode: &str) -> String {
     .to_string()
 }
 
+/// A local server that answers like CMR's granule search (UMM JSON) with `items`, and hands over
+/// each request line it receives.
+fn cmr_server(items: serde_json::Value) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let body = serde_json::json!({"hits": items.as_array().map_or(0, Vec::len), "took": 1, "items": items}).to_string();
+            let mut s = s;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncmr-hits: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                items.as_array().map_or(0, Vec::len),
+                body.len()
+            );
+            let _ = tx.send(line);
+        }
+    });
+    (format!("http://{addr}"), rx)
+}
+
 fn status(grpc: &str) -> v1::Status {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -101,10 +133,21 @@ fn late_run_from_cmr_messages_across_the_label_switch_and_a_sweep() {
     synth_with(&local, &y_start, &y_end, &["--product", "late"]);
     stack.put_in(BUCKET, &y.key, &std::fs::read(local.join(&y.key)).unwrap());
 
+    // CMR knows yesterday's granule too (its sweep inventory).
+    let name = y.key.rsplit('/').next().unwrap().to_string();
+    let (cmr, cmr_requests) = cmr_server(serde_json::json!([{
+        "meta": {"concept-type": "granule", "concept-id": "G3000000001-GES_DISC", "revision-id": 1},
+        "umm": {
+            "GranuleUR": format!("GPM_3IMERGHHL.07:{name}"),
+            "TemporalExtent": {"RangeDateTime": {"BeginningDateTime": y_start}},
+            "RelatedUrls": [{"URL": format!("s3://{BUCKET}/{}", y.key), "Type": "GET DATA VIA DIRECT ACCESS"}]
+        }
+    }]));
     let mut args = stack.serve_args(false);
     let src = args.iter().position(|a| a == "--source").unwrap();
     args[src + 1] = format!("s3://{BUCKET}");
     args.extend(["--reconcile-every", "1s", "--reconcile-window", "2d"].map(String::from));
+    args.extend(["--cmr-url".to_string(), cmr]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cfg = service_config(dir.path(), &args);
     cfg.profile = profile.clone();
@@ -138,6 +181,16 @@ fn late_run_from_cmr_messages_across_the_label_switch_and_a_sweep() {
         "{sweep:?}"
     );
     assert!(!sweep.missing.is_empty());
+    assert_eq!(sweep.inventory_error, "", "{sweep:?}");
+    let asked = cmr_requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    for want in [
+        "/search/granules.umm_json?",
+        "short_name=GPM_3IMERGHHL",
+        "version=07",
+        "temporal=",
+    ] {
+        assert!(asked.contains(want), "{want} not in {asked}");
+    }
     let (_, m) = server.get("/metrics");
     assert!(
         series(

@@ -219,6 +219,39 @@ fn late_run_from_cmr_messages_across_the_label_switch_and_a_sweep() {
         Some(882.0 * 60.0),
         "{m}"
     );
+    // `status --server` shows the same sweep next to what the repository holds.
+    let out = bin()
+        .args([
+            "--product",
+            "late",
+            "status",
+            "--json",
+            "--server",
+            &server.grpc,
+            "--repo",
+        ])
+        .arg(dir.path().join("repo"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(js["granules_present"], 5, "{js}");
+    assert!(
+        js["last_sweep"]["still_missing"]
+            .as_u64()
+            .is_some_and(|n| n > 50),
+        "{js}"
+    );
+    assert!(
+        js["last_sweep"]["missing"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty()),
+        "{js}"
+    );
     server.stop().unwrap();
 
     // The reader sees the source values, each granule at its position whatever its label.
@@ -278,4 +311,49 @@ fn late_run_from_cmr_messages_across_the_label_switch_and_a_sweep() {
     let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAILED")).collect();
     assert_eq!(failed.len(), 1, "{text}");
     assert!(failed[0].contains(&switch[2].key), "{text}");
+}
+
+/// The README's run command on the Late profile: `serve --demo --product late` writes yesterday's
+/// Late-run granules (named as the product names them) and ingests them.
+#[test]
+fn the_embedded_demo_runs_on_the_late_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::Server::spawn(dir.path(), &["--demo", "--product", "late"], &[]);
+    let t0 = Instant::now();
+    loop {
+        let (_, m) = server.get("/metrics");
+        if series(
+            &m,
+            "imerg_granules_committed_total",
+            &[("outcome", "added")],
+        ) == Some(48.0)
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{m}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let names: Vec<String> = walk(&dir.path().join("granules"));
+    assert_eq!(names.len(), 48);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("3B-HHR-L.MS.MRG.3IMERG.") && n.contains(".V07C.")),
+        "{names:?}"
+    );
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    out
 }

@@ -20,6 +20,35 @@ pub struct Args {
     /// Print the status as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also ask a running service (gRPC, e.g. http://127.0.0.1:50051) for its last
+    /// reconciliation sweep: what it found, ingested and what is still missing.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+/// The last sweep of the service at `server` (None when it runs no sweeps).
+async fn last_sweep(server: &str) -> anyhow::Result<Option<imerg_proto::v1::ReconcileSweep>> {
+    use anyhow::Context as _;
+    let mut c =
+        imerg_proto::v1::ingest_service_client::IngestServiceClient::connect(server.to_string())
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+    Ok(c.get_status(imerg_proto::v1::GetStatusRequest {})
+        .await?
+        .into_inner()
+        .last_sweep)
+}
+
+fn sweep_json(s: &imerg_proto::v1::ReconcileSweep) -> serde_json::Value {
+    let t =
+        |t: &Option<prost_types::Timestamp>| ts(t.as_ref().and_then(imerg_proto::from_timestamp));
+    serde_json::json!({
+        "finished": t(&s.finished), "window_start": t(&s.window_start),
+        "window_end": t(&s.window_end), "expected": s.expected, "present": s.present,
+        "found": s.found, "ingested": s.ingested, "failed": s.failed,
+        "still_missing": s.still_missing, "overdue": s.overdue, "missing": s.missing,
+        "inventory_error": s.inventory_error,
+    })
 }
 
 fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
@@ -30,7 +59,7 @@ fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let st = super::block_on(async {
+    let (st, sweep) = super::block_on(async {
         let ds = Dataset::open(
             &RepoLocation::parse(
                 &args.repo,
@@ -40,10 +69,19 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
             profile,
         )
         .await?;
-        ds.status().await
+        let st = ds.status().await?;
+        let sweep = match &args.server {
+            Some(s) => last_sweep(s).await?,
+            None => None,
+        };
+        anyhow::Ok((st, sweep))
     })??;
     if args.json {
-        println!("{}", serde_json::to_string(&st)?);
+        let mut v = serde_json::to_value(&st)?;
+        if let (Some(s), Some(o)) = (&sweep, v.as_object_mut()) {
+            o.insert("last_sweep".into(), sweep_json(s));
+        }
+        println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
     println!("product     {}", st.product);
@@ -88,5 +126,26 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         st.manifest_bytes,
         st.references
     );
+    if let Some(s) = &sweep {
+        let j = sweep_json(s);
+        println!(
+            "last sweep  {} over {} .. {}: {} expected, {} present, {} found, {} ingested, {} failed; {} still missing ({} overdue)",
+            j["finished"].as_str().unwrap_or("-"),
+            j["window_start"].as_str().unwrap_or("-"),
+            j["window_end"].as_str().unwrap_or("-"),
+            s.expected,
+            s.present,
+            s.found,
+            s.ingested,
+            s.failed,
+            s.still_missing,
+            s.overdue
+        );
+        for k in s.missing.iter().take(10) {
+            println!("            missing {k}");
+        }
+    } else if args.server.is_some() {
+        println!("last sweep  none (the service runs no reconciliation, or has not swept yet)");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -265,7 +265,25 @@ impl Hdf5File {
         let known = reader.size_hint();
         let f = Arc::new(Fetcher::new(reader, opts));
         let head = f.first().await?;
-        let sb = parse_superblock(&head)?;
+        let sb = match parse_superblock(&head) {
+            Ok(sb) => sb,
+            // An object that ends inside its superblock: truncated, not malformed.
+            Err(Hdf5Error::Malformed { .. }) if (head.len() as u64) < f.options().first_read => {
+                let mut padded = head.to_vec();
+                padded.resize(head.len().saturating_add(4096), 0);
+                match parse_superblock(&padded) {
+                    Ok(_) => {
+                        return Err(Hdf5Error::Truncated {
+                            what: "superblock".into(),
+                            needed: head.len() as u64 + 1,
+                            size: head.len() as u64,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(size) = known
             && size < sb.eof
         {

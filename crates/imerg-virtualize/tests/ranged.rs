@@ -424,3 +424,130 @@ fn unknown_size_is_ranged_unsupported() {
     assert_eq!(err.reason(), "ranged_unsupported");
     assert!(err.falls_back());
 }
+
+/// Coordinates stored contiguous and compact (not chunked as the generator writes them), string
+/// attributes fixed and variable length with trailing blanks, number arrays and NaN, and data
+/// variables with no `_FillValue` whose fill value is user-set or the library default: both
+/// paths still agree on everything.
+#[test]
+fn other_storage_layouts_fill_values_and_attributes() {
+    use hdf5::plist::dataset_create::Layout as H5Layout;
+    use hdf5::types::{FixedAscii, VarLenUnicode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = ProductProfile::final_v07b();
+    let id = p
+        .granule_at(parse_time("2009-11-02T21:00:00Z").unwrap())
+        .unwrap();
+    let path = dir.path().join("mixed.HDF5");
+    write_granule(&path, &p, id.start, &SynthOptions::default()).unwrap();
+    {
+        let f = hdf5::File::open_rw(&path).unwrap();
+        let g = f.group("Grid").unwrap();
+        let lon: Vec<f32> = g.dataset("lon").unwrap().read_raw().unwrap();
+        let lat: Vec<f32> = g.dataset("lat").unwrap().read_raw().unwrap();
+        let lat_bnds: Vec<f32> = g.dataset("lat_bnds").unwrap().read_raw().unwrap();
+        for name in [
+            "lon",
+            "lat",
+            "lat_bnds",
+            "randomError",
+            "precipitationQualityIndex",
+        ] {
+            g.unlink(name).unwrap();
+        }
+        // lon: contiguous, with a variable-length and a fixed-length string attribute.
+        let ds = g
+            .new_dataset::<f32>()
+            .shape(3600)
+            .layout(H5Layout::Contiguous)
+            .create("lon")
+            .unwrap();
+        ds.write_raw(&lon).unwrap();
+        let units: VarLenUnicode = "degrees_east".parse().unwrap();
+        ds.new_attr::<VarLenUnicode>()
+            .create("units")
+            .unwrap()
+            .write_scalar(&units)
+            .unwrap();
+        let name = FixedAscii::<16>::from_ascii(b"longitude  ").unwrap();
+        ds.new_attr::<FixedAscii<16>>()
+            .create("long_name")
+            .unwrap()
+            .write_scalar(&name)
+            .unwrap();
+        // lat: compact, with a number array and a NaN.
+        let ds = g
+            .new_dataset::<f32>()
+            .shape(1800)
+            .layout(H5Layout::Compact)
+            .create("lat")
+            .unwrap();
+        ds.write_raw(&lat).unwrap();
+        ds.new_attr::<i32>()
+            .shape(3)
+            .create("valid_range_i")
+            .unwrap()
+            .write_raw(&[-90, 0, 90])
+            .unwrap();
+        ds.new_attr::<f64>()
+            .create("missing")
+            .unwrap()
+            .write_scalar(&f64::NAN)
+            .unwrap();
+        // lat_bnds: contiguous 2-D.
+        g.new_dataset::<f32>()
+            .shape((1800, 2))
+            .create("lat_bnds")
+            .unwrap()
+            .write_raw(&lat_bnds)
+            .unwrap();
+        // Data variables without `_FillValue` and without data: the dataset's fill value.
+        g.new_dataset::<f32>()
+            .shape((1, 3600, 1800))
+            .chunk((1, 145, 1800))
+            .deflate(6)
+            .fill_value(-1.5f32)
+            .create("randomError")
+            .unwrap();
+        g.new_dataset::<f32>()
+            .shape((1, 3600, 1800))
+            .chunk((1, 145, 1800))
+            .deflate(6)
+            .create("precipitationQualityIndex")
+            .unwrap();
+    }
+    {
+        let f = hdf5::File::open(&path).unwrap();
+        let layout = |n: &str| f.dataset(&format!("Grid/{n}")).unwrap().layout();
+        assert_eq!(layout("lon"), H5Layout::Contiguous);
+        assert_eq!(layout("lat"), H5Layout::Compact);
+        assert_eq!(layout("lat_bnds"), H5Layout::Contiguous);
+        assert_eq!(layout("lon_bnds"), H5Layout::Chunked);
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let oracle = virtualize_bytes(&bytes, &id, &source(bytes.len() as u64), &p).unwrap();
+    let (refs, stats) = ranged(&bytes, &id, &p, &generous()).unwrap();
+    assert_eq!(refs, oracle);
+    assert_eq!(
+        oracle.variables["randomError"].zarr["fill_value"],
+        serde_json::json!(-1.5)
+    );
+    assert_eq!(
+        oracle.variables["precipitationQualityIndex"].zarr["fill_value"],
+        serde_json::json!(0.0)
+    );
+    assert_eq!(oracle.coords.lon.attributes["long_name"], "longitude");
+    assert_eq!(
+        oracle.coords.lat.attributes["valid_range_i"],
+        serde_json::json!([-90, 0, 90])
+    );
+    assert_eq!(oracle.coords.lat.attributes["missing"], "NaN");
+    println!(
+        "| contiguous + compact coordinates, dataset fill values | {} | {} | {:.1}% | {} | identical |",
+        bytes.len(),
+        stats.gets,
+        pct(&stats, bytes.len()),
+        stats.round_trips
+    );
+}

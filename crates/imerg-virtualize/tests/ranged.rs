@@ -551,3 +551,72 @@ fn other_storage_layouts_fill_values_and_attributes() {
         stats.round_trips
     );
 }
+
+/// A Python with h5py (`IMERG_PYTHON`, else the project's venv under ~/.cache/imerg-ingest).
+fn python() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("IMERG_PYTHON") {
+        return Some(p.into());
+    }
+    let dir = Path::new(&std::env::var("HOME").ok()?).join(".cache/imerg-ingest");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/python"))
+        .find(|p| p.exists())
+}
+
+/// Realistically sized granules (about 12 MB) written by another writer, h5py with its bundled
+/// HDF5 2.0 (imerg-hdf5's `tests/h5py_writer.py`): where libhdf5 1.10 can open the file, both
+/// paths agree; `latest` is beyond libhdf5 1.10 and only the ranged path reads it.
+#[test]
+fn realistic_h5py_granules() {
+    // A real component that cannot start fails the test: never skipped silently.
+    let py = python().expect(
+        "no Python with h5py: run ./scripts/test.sh (it builds the venv and sets IMERG_PYTHON)",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../imerg-hdf5/tests/h5py_writer.py");
+    let p = ProductProfile::final_v07b();
+    // The writer's time value: 675000000 s after the GPS epoch.
+    let start =
+        parse_time("1980-01-06T00:00:00Z").unwrap() + chrono::Duration::seconds(675_000_000);
+    let id = p.granule_at(start).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for libver in ["earliest", "v110", "latest"] {
+        let path = dir.path().join(format!("h5py-{libver}.h5"));
+        let out = std::process::Command::new(&py)
+            .arg(&script)
+            .arg(&path)
+            .arg(libver)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "h5py writer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let (refs, stats) = ranged(&bytes, &id, &p, &generous()).unwrap();
+        assert_eq!(refs.ref_count(), 88);
+        let verdict = match virtualize_bytes(&bytes, &id, &source(bytes.len() as u64), &p) {
+            Ok(oracle) => {
+                assert_eq!(refs, oracle, "h5py {libver}");
+                "identical"
+            }
+            Err(e) => {
+                assert_eq!(libver, "latest", "{e}");
+                "libhdf5 1.10 cannot open it"
+            }
+        };
+        let default = match ranged(&bytes, &id, &p, &RangedOptions::default()) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => e.reason().to_string(),
+        };
+        println!(
+            "| h5py {libver} | {} | {} | {:.1}% | {} | {verdict} | {default} |",
+            bytes.len(),
+            stats.gets,
+            pct(&stats, bytes.len()),
+            stats.round_trips
+        );
+    }
+}

@@ -6,6 +6,12 @@
 //! HDF5 serializes every call on one global lock, so async callers must use
 //! [`virtualize_bytes_blocking`] (a blocking-pool task), never call the sync functions on an
 //! async worker thread.
+//!
+//! [`virtualize_ranged`] reads the same granule with byte-range requests instead (the pure-Rust
+//! metadata reader imerg-hdf5; no libhdf5, no whole-object download) and returns the same
+//! [`imerg_refs::GranuleRefs`]. Both paths feed one builder (`build.rs`) with what the file says,
+//! so they apply the same checks and give the same errors; libhdf5 is the oracle in the tests.
+//! When the ranged path gives up ([`VirtualizeError::falls_back`]), read the whole object.
 
 mod attrs;
 mod build;

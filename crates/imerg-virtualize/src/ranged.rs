@@ -149,16 +149,18 @@ pub async fn virtualize_ranged(
 
     let mut group = None;
     if let Some(links) = links {
-        let names: Vec<String> = links
-            .iter()
-            .filter(|l| matches!(l.target, LinkTarget::Hard(_)))
-            .map(|l| l.name.clone())
-            .collect();
+        // Every link counts as present (as for libhdf5); only hard links are read, so a soft or
+        // external link the builder asks for falls back (`RangedUnsupported`).
+        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
         let wanted: Vec<&str> = COORDINATES
             .iter()
             .copied()
             .chain(profile.layout.variables.iter().map(|v| v.name.as_str()))
-            .filter(|n| names.iter().any(|l| l == n))
+            .filter(|n| {
+                links
+                    .iter()
+                    .any(|l| l.name == *n && matches!(l.target, LinkTarget::Hard(_)))
+            })
             .collect();
         let infos = futures::future::join_all(wanted.iter().map(|name| {
             let file = &file;
@@ -293,7 +295,7 @@ impl GroupSource for &RangedGroup {
             Some((name, Err(e))) => Err(self.ctx.map(e, name)),
             None => Err(VirtualizeError::RangedUnsupported {
                 key: self.ctx.key.clone(),
-                detail: format!("{name}: not read"),
+                detail: format!("{name}: not a hard link, not read"),
             }),
         }
     }

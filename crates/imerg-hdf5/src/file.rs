@@ -10,9 +10,9 @@ use crate::cursor::{Cur, Sizes, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::heaps::{FractalHeap, global_heap_object, heap_string, local_heap};
 use crate::messages::{
-    Dataspace, Datatype, Filter, Link, LinkTarget, RawAttribute, StorageLayout, parse_attribute,
-    parse_dataspace, parse_datatype, parse_dense_info, parse_fill_value, parse_filters,
-    parse_layout, parse_link, parse_old_fill_value,
+    Dataspace, Datatype, FillDefined, Filter, Link, LinkTarget, RawAttribute, StorageLayout,
+    parse_attribute, parse_dataspace, parse_datatype, parse_dense_info, parse_fill_value,
+    parse_filters, parse_layout, parse_link, parse_old_fill_value,
 };
 use crate::object_header::{Message, read_object_header};
 use crate::reader::{FetchStats, Fetcher, RangeReader, ReadOptions};
@@ -47,6 +47,8 @@ pub enum AttrValue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attribute {
     pub name: String,
+    /// The attribute's datatype in the file (tells fixed from variable-length strings).
+    pub dtype: Datatype,
     pub shape: Vec<u64>,
     pub value: AttrValue,
 }
@@ -64,6 +66,8 @@ pub struct DatasetInfo {
     pub filters: Vec<Filter>,
     /// The dataset's fill value bytes (little-endian as stored), if defined.
     pub fill_value: Option<Vec<u8>>,
+    /// Whether a fill value is defined at all (libhdf5's `H5Pfill_value_defined`).
+    pub fill_defined: FillDefined,
     pub attributes: Vec<Attribute>,
     /// Stored chunks, sorted by offset (empty unless chunked).
     pub chunks: Vec<ChunkLocation>,
@@ -261,7 +265,25 @@ impl Hdf5File {
         let known = reader.size_hint();
         let f = Arc::new(Fetcher::new(reader, opts));
         let head = f.first().await?;
-        let sb = parse_superblock(&head)?;
+        let sb = match parse_superblock(&head) {
+            Ok(sb) => sb,
+            // An object that ends inside its superblock: truncated, not malformed.
+            Err(Hdf5Error::Malformed { .. }) if (head.len() as u64) < f.options().first_read => {
+                let mut padded = head.to_vec();
+                padded.resize(head.len().saturating_add(4096), 0);
+                match parse_superblock(&padded) {
+                    Ok(_) => {
+                        return Err(Hdf5Error::Truncated {
+                            what: "superblock".into(),
+                            needed: head.len() as u64 + 1,
+                            size: head.len() as u64,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(size) = known
             && size < sb.eof
         {
@@ -281,6 +303,17 @@ impl Hdf5File {
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// Reads `len` bytes of dataset data at `offset` through this file's block cache and cost
+    /// accounting. `after` is the round trip at which the address was known (for example
+    /// `stats().round_trips` once the metadata is read); returns the bytes and the round trip at
+    /// which they are available. Reads issued concurrently with the same `after` share one round
+    /// trip.
+    pub async fn read_data(&self, offset: u64, len: u64, after: u32) -> Result<(Vec<u8>, u32)> {
+        let mut d = after;
+        let b = self.f.read(&mut d, "dataset data", offset, len).await?;
+        Ok((b.to_vec(), d))
     }
 
     /// Requests, bytes and round trips so far.
@@ -565,7 +598,13 @@ impl Hdf5File {
         let dtype = dtype.ok_or_else(|| wrong("not a dataset (no datatype message)"))?;
         let layout = layout.ok_or_else(|| wrong("not a dataset (no layout message)"))?;
         space.elements(f.options().max_elements)?;
-        let fill_value = fill_new.flatten().or(fill_old);
+        let (fill_defined, fill_value) = match fill_new {
+            Some(new) => new,
+            None => match fill_old {
+                Some(old) => (FillDefined::User, Some(old)),
+                None => (FillDefined::Default, None),
+            },
+        };
 
         // Chunk index and attribute values are independent chains.
         let d0 = *depth;
@@ -630,6 +669,7 @@ impl Hdf5File {
             layout,
             filters,
             fill_value,
+            fill_defined,
             attributes,
             chunks,
         })
@@ -676,6 +716,7 @@ impl Hdf5File {
         };
         Ok(Attribute {
             name: a.name.clone(),
+            dtype: a.dtype.clone(),
             shape: a.space.dims.clone(),
             value,
         })

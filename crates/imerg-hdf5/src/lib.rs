@@ -33,7 +33,8 @@ pub use cursor::Sizes;
 pub use error::{Hdf5Error, Result};
 pub use file::{AttrValue, Attribute, DatasetInfo, Hdf5File, Superblock};
 pub use messages::{
-    ByteOrder, ChunkIndex, Datatype, Filter, FilterKind, Link, LinkTarget, StorageLayout,
+    ByteOrder, ChunkIndex, Datatype, FillDefined, Filter, FilterKind, Link, LinkTarget,
+    StorageLayout,
 };
 pub use reader::{FetchStats, Fetcher, FileReader, GetRecord, MemReader, RangeReader, ReadOptions};
 

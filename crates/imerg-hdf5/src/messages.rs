@@ -267,6 +267,8 @@ impl ChunkIndex {
 pub enum StorageLayout {
     Compact {
         size: u64,
+        /// The raw data, stored in the layout message itself.
+        data: Vec<u8>,
     },
     Contiguous {
         address: Option<u64>,
@@ -294,8 +296,12 @@ pub(crate) fn parse_layout(c: &mut Cur<'_>, s: Sizes) -> Result<StorageLayout> {
     let class = c.u8()?;
     match class {
         0 => {
-            let size = u64::from(c.u16()?);
-            Ok(StorageLayout::Compact { size })
+            let size = c.u16()?;
+            let data = c.bytes(usize::from(size))?.to_vec();
+            Ok(StorageLayout::Compact {
+                size: u64::from(size),
+                data,
+            })
         }
         1 => {
             let address = c.addr(s)?;
@@ -519,29 +525,47 @@ pub(crate) fn parse_filters(c: &mut Cur<'_>) -> Result<Vec<Filter>> {
     Ok(out)
 }
 
-/// New-style fill value message: the defined value's bytes, if any.
-pub(crate) fn parse_fill_value(c: &mut Cur<'_>) -> Result<Option<Vec<u8>>> {
+/// Whether a dataset's fill value is defined, as libhdf5's `H5Pfill_value_defined` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FillDefined {
+    /// Explicitly undefined: no fill value at all.
+    Undefined,
+    /// The library default (zero bytes).
+    #[default]
+    Default,
+    /// A value set by the writer (its bytes are in [`crate::DatasetInfo::fill_value`]).
+    User,
+}
+
+/// New-style fill value message: whether a value is defined, and its bytes if the writer set one.
+pub(crate) fn parse_fill_value(c: &mut Cur<'_>) -> Result<(FillDefined, Option<Vec<u8>>)> {
     let version = c.u8()?;
     match version {
         1 | 2 => {
             c.skip(2)?; // allocation time, write time
             let defined = c.u8()?;
             if version == 2 && defined == 0 {
-                return Ok(None);
+                return Ok((FillDefined::Undefined, None));
             }
             let size = c.u32()?;
             if size == 0 {
-                return Ok(None);
+                return Ok((FillDefined::Default, None));
             }
-            Ok(Some(c.bytes(size as usize)?.to_vec()))
+            Ok((FillDefined::User, Some(c.bytes(size as usize)?.to_vec())))
         }
         3 => {
             let flags = c.u8()?;
+            if flags & 0x10 != 0 {
+                return Ok((FillDefined::Undefined, None));
+            }
             if flags & 0x20 == 0 {
-                return Ok(None);
+                return Ok((FillDefined::Default, None));
             }
             let size = c.u32()?;
-            Ok(Some(c.bytes(size as usize)?.to_vec()))
+            if size == 0 {
+                return Ok((FillDefined::Default, None));
+            }
+            Ok((FillDefined::User, Some(c.bytes(size as usize)?.to_vec())))
         }
         v => Err(Hdf5Error::UnsupportedVersion {
             what: "fill value message",

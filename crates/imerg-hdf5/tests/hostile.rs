@@ -59,6 +59,11 @@ fn truncated_file_is_a_typed_error() {
         matches!(e, Hdf5Error::Truncated { .. } | Hdf5Error::Malformed { .. }),
         "{e}"
     );
+    // Cut inside the superblock itself: truncated, as libhdf5 says.
+    let mut b = granule(&SynthOptions::default());
+    b.truncate(64);
+    let e = run(b).unwrap_err();
+    assert!(matches!(e, Hdf5Error::Truncated { .. }), "{e}");
 }
 
 #[test]

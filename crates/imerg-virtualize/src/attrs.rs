@@ -1,11 +1,12 @@
-//! HDF5 attributes as JSON values (strings fixed or variable length, integers, floats, scalars or
-//! 1-D arrays), skipping the netCDF/HDF5 bookkeeping attributes that mean nothing in Zarr.
+//! HDF5 attributes (read by libhdf5) as JSON values (strings fixed or variable length, integers, floats, scalars or
+//! 1-D arrays), skipping the netCDF/HDF5 bookkeeping attributes that mean nothing in Zarr. The
+//! JSON shaping helpers are shared with the ranged reader so both give the same values.
 
 use hdf5::types::{TypeDescriptor, VarLenAscii, VarLenUnicode};
 use serde_json::{Map, Value, json};
 
 /// Attributes that belong to HDF5 dimension scales or the netCDF-4 data model, not to users.
-const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     "_FillValue",
     "DIMENSION_LIST",
     "REFERENCE_LIST",
@@ -64,32 +65,32 @@ fn attr_value(attr: &hdf5::Attribute) -> hdf5::Result<Option<Value>> {
         }
         TypeDescriptor::Float(_) => {
             let v: Vec<f64> = attr.read_raw()?;
-            numbers(
-                v.into_iter()
-                    .map(|x| {
-                        if x.is_finite() {
-                            json!(x)
-                        } else {
-                            json!(x.to_string())
-                        }
-                    })
-                    .collect(),
-                scalar,
-            )
+            numbers(v.into_iter().map(float_json).collect(), scalar)
         }
         _ => return Ok(None),
     };
     Ok(Some(v))
 }
 
-fn strings(v: Vec<String>, scalar: bool) -> Value {
+/// A float attribute value as JSON: a number, or its name ("NaN", "inf") if not finite.
+pub(crate) fn float_json(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        json!(x.to_string())
+    }
+}
+
+/// String values: one string for a scalar (or one-element) attribute, else an array.
+pub(crate) fn strings(v: Vec<String>, scalar: bool) -> Value {
     match (scalar, v.len()) {
         (true, 1) => Value::String(v.into_iter().next().unwrap_or_default()),
         _ => Value::Array(v.into_iter().map(Value::String).collect()),
     }
 }
 
-fn numbers(v: Vec<Value>, scalar: bool) -> Value {
+/// Number values: one number for a scalar (or one-element) attribute, else an array.
+pub(crate) fn numbers(v: Vec<Value>, scalar: bool) -> Value {
     match (scalar, v.len()) {
         (true, 1) => v.into_iter().next().unwrap_or(Value::Null),
         _ => Value::Array(v),

@@ -74,11 +74,35 @@ pub enum VirtualizeError {
         context: String,
         detail: String,
     },
+    #[error(
+        "{key}: ranged metadata read is too scattered ({round_trips} dependent round trips, {bytes} of {size} bytes wanted); read the whole object instead"
+    )]
+    TooScattered {
+        key: String,
+        round_trips: u32,
+        bytes: u64,
+        size: u64,
+    },
+    #[error(
+        "{key}: the ranged reader cannot read this granule ({detail}); read the whole object instead"
+    )]
+    RangedUnsupported { key: String, detail: String },
     #[error("virtualization task failed: {0}")]
     Task(String),
 }
 
 impl VirtualizeError {
+    /// True if the ranged path gave up on a granule that the whole-object path may still read
+    /// ([`Self::TooScattered`], [`Self::RangedUnsupported`]): the caller should fall back to
+    /// [`crate::virtualize_bytes_blocking`] on the whole object. Every other error is a verdict
+    /// on the granule itself, the same as the whole-object path would give.
+    pub fn falls_back(&self) -> bool {
+        matches!(
+            self,
+            Self::TooScattered { .. } | Self::RangedUnsupported { .. }
+        )
+    }
+
     /// Short, stable label for metrics and logs (`rejected{reason=...}`).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -92,6 +116,8 @@ impl VirtualizeError {
             Self::ChunkOutsideFile { .. } => "truncated",
             Self::Time { .. } | Self::Coordinate { .. } => "coordinates",
             Self::Hdf5 { .. } => "hdf5",
+            Self::TooScattered { .. } => "too_scattered",
+            Self::RangedUnsupported { .. } => "ranged_unsupported",
             Self::Task(_) => "internal",
         }
     }

@@ -56,6 +56,18 @@ pub const RECONCILE_LAST_SWEEP: &str = "imerg_reconcile_last_sweep_timestamp_sec
 /// The product's expected latency (from its profile), for alert thresholds; absent for products
 /// without one (Final).
 pub const EXPECTED_LATENCY_SECONDS: &str = "imerg_product_expected_latency_seconds";
+/// GET requests per granule virtualized by ranged reads (metadata only).
+pub const RANGED_GETS: &str = "imerg_ranged_gets_per_granule";
+/// Bytes fetched per granule virtualized by ranged reads.
+pub const RANGED_BYTES: &str = "imerg_ranged_bytes_per_granule";
+/// Dependent round trips per granule virtualized by ranged reads.
+pub const RANGED_ROUND_TRIPS: &str = "imerg_ranged_round_trips_per_granule";
+/// Granules the ranged reader handed to the whole-object path, by `reason` (too_scattered,
+/// ranged_unsupported).
+pub const RANGED_FALLBACKS: &str = "imerg_ranged_fallbacks_total";
+/// Ranged results checked against the whole-object path, by `result` (match, mismatch). A
+/// mismatch must stay 0.
+pub const RANGED_ORACLE_CHECKS: &str = "imerg_ranged_oracle_checks_total";
 /// Granules being fetched, virtualized or waiting for their commit.
 pub const IN_FLIGHT: &str = "imerg_granules_in_flight";
 /// Backfill progress of running jobs, by `state` (expected, present_already, committed,
@@ -114,6 +126,15 @@ const SECONDS: &[f64] = &[
 ];
 /// Granules per batch, up to a few commits' worth.
 const COUNTS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 24.0, 48.0, 96.0, 240.0, 480.0, 960.0];
+/// Small counts (requests, round trips per granule).
+const SMALL: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0,
+];
+/// Bytes per granule, 16 KiB to 16 MiB.
+const BYTES: &[f64] = &[
+    16384.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0, 2097152.0, 4194304.0, 8388608.0,
+    16777216.0,
+];
 /// Notification lag, from half a second to an hour.
 const LAG: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
@@ -245,6 +266,34 @@ pub const TABLE: &[Metric] = &[
         EXPECTED_LATENCY_SECONDS,
         Some(Unit::Seconds),
         "The product's expected latency, from its profile",
+    ),
+    histogram(
+        RANGED_GETS,
+        None,
+        "GET requests per granule virtualized by ranged reads",
+        SMALL,
+    ),
+    histogram(
+        RANGED_BYTES,
+        Some(Unit::Bytes),
+        "Bytes fetched per granule virtualized by ranged reads",
+        BYTES,
+    ),
+    histogram(
+        RANGED_ROUND_TRIPS,
+        None,
+        "Dependent round trips per granule virtualized by ranged reads",
+        SMALL,
+    ),
+    counter(
+        RANGED_FALLBACKS,
+        None,
+        "Granules the ranged reader handed to the whole-object path, by reason",
+    ),
+    counter(
+        RANGED_ORACLE_CHECKS,
+        None,
+        "Ranged results checked against the whole-object path, by result",
     ),
     counter(COMMITS, None, "Commits made"),
     counter(COMMIT_FAILURES, None, "Failed commit attempts"),

@@ -28,6 +28,17 @@ pub struct LocalWorker {
     source: Source,
     profile: Arc<ProductProfile>,
     permits: Semaphore,
+    /// Virtualize from ranged reads of the metadata (None: fetch whole objects).
+    ranged: Option<Ranged>,
+}
+
+/// How the worker reads only the metadata it needs.
+#[derive(Debug, Clone)]
+pub struct Ranged {
+    pub options: imerg_virtualize::RangedOptions,
+    /// One granule in this many is virtualized the whole-object way too and compared (the
+    /// oracle, in production); 0 = never.
+    pub verify_one_in: u64,
 }
 
 impl LocalWorker {
@@ -36,7 +47,15 @@ impl LocalWorker {
             source,
             profile,
             permits: Semaphore::new(concurrency.max(1)),
+            ranged: None,
         }
+    }
+
+    /// Reads only the HDF5 metadata each granule needs (a few ranged GETs), falling back to the
+    /// whole object for granules the ranged reader declines.
+    pub fn with_ranged_reads(mut self, ranged: Ranged) -> Self {
+        self.ranged = Some(ranged);
+        self
     }
 
     pub fn source(&self) -> &Source {
@@ -57,11 +76,78 @@ impl Worker for LocalWorker {
             .await
             .map_err(|_| IngestError::new(Reason::Shutdown, "worker shutting down"))?;
         let span = tracing::info_span!("granule", key = %id.key);
-        self.fetch_any_label(id).instrument(span).await
+        async {
+            if let Some(r) = &self.ranged
+                && let Some(done) = self.ranged_reads(id, r).await
+            {
+                return done;
+            }
+            self.fetch_any_label(id).await
+        }
+        .instrument(span)
+        .await
     }
 }
 
 impl LocalWorker {
+    /// The granule from ranged reads; `None` to use the whole object instead (the object is not
+    /// under its expected key, or the ranged reader declined it: counted by reason).
+    async fn ranged_reads(
+        &self,
+        id: &GranuleId,
+        r: &Ranged,
+    ) -> Option<Result<GranuleRefs, IngestError>> {
+        static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (reader, object) = self.source.open_ranges(&id.key).await.ok()?;
+        let t0 = Instant::now();
+        let got = imerg_virtualize::virtualize_ranged(
+            reader,
+            id.clone(),
+            object,
+            Arc::clone(&self.profile),
+            &r.options,
+        )
+        .await;
+        metrics::histogram!(m::PARSE_SECONDS).record(t0.elapsed().as_secs_f64());
+        let (refs, stats) = match got {
+            Ok(x) => x,
+            Err(e) if e.falls_back() => {
+                metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
+                tracing::info!(key = %id.key, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
+                return None;
+            }
+            Err(e) => {
+                let reason = Reason::from_label(e.reason());
+                metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
+                tracing::warn!(key = %id.key, %reason, error = %e, "granule rejected");
+                return Some(Err(IngestError::new(reason, e.to_string())));
+            }
+        };
+        metrics::histogram!(m::RANGED_GETS).record(stats.gets as f64);
+        metrics::histogram!(m::RANGED_BYTES).record(stats.bytes as f64);
+        metrics::histogram!(m::RANGED_ROUND_TRIPS).record(f64::from(stats.round_trips));
+        metrics::counter!(m::BYTES_FETCHED).increment(stats.bytes);
+        let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if r.verify_one_in > 0 && n % r.verify_one_in == 0 {
+            // The oracle: the whole object through libhdf5 must give the same references.
+            match self.fetch_any_label(id).await {
+                Ok(whole) if whole == refs => {
+                    metrics::counter!(m::RANGED_ORACLE_CHECKS, "result" => "match").increment(1);
+                }
+                Ok(whole) => {
+                    metrics::counter!(m::RANGED_ORACLE_CHECKS, "result" => "mismatch").increment(1);
+                    tracing::error!(key = %id.key, "ranged reads and the whole object disagree: using the whole object's references");
+                    return Some(Ok(whole));
+                }
+                Err(e) => {
+                    tracing::warn!(key = %id.key, error = %e, "the oracle check could not run")
+                }
+            }
+        }
+        metrics::counter!(m::GRANULES_VIRTUALIZED).increment(1);
+        Some(Ok(refs))
+    }
+
     /// The granule under its expected key; when that object does not exist, under the
     /// product's other version labels (a name whose label switched keeps its position), before
     /// calling it missing.

@@ -264,6 +264,17 @@ pub struct ServiceConfig {
     /// Cap of Icechunk's manifest cache, in references.
     #[arg(long, env = "IMERG_MANIFEST_CACHE_REFS", default_value_t = imerg_dataset::DEFAULT_MANIFEST_CACHE_REFS)]
     pub manifest_cache_refs: u64,
+    /// Virtualize from ranged reads of the HDF5 metadata (superblock, object headers, chunk
+    /// indexes: a few GETs, a few percent of the object) instead of fetching whole granules; a
+    /// granule the ranged reader declines (metadata too scattered, a format feature it does not
+    /// read) is fetched whole (imerg_ranged_fallbacks_total). Off unless given.
+    #[arg(long, env = "IMERG_RANGED_READS")]
+    pub ranged_reads: bool,
+    /// With --ranged-reads, one granule in this many is also virtualized from the whole object
+    /// and compared (imerg_ranged_oracle_checks_total{result="mismatch"} must stay 0; on a
+    /// mismatch the whole object's references are used). 0 = never.
+    #[arg(long, env = "IMERG_RANGED_VERIFY_ONE_IN", default_value_t = 100)]
+    pub ranged_verify_one_in: u64,
     /// Run a reconciliation sweep this often (in the process with the api role): granules that
     /// exist at the source (or in CMR, with --cmr-url) over the trailing --reconcile-window but
     /// not in the store are ingested through the normal path; what is still missing is published
@@ -342,6 +353,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub shutdown_grace: Duration,
+    /// Ranged reads of the metadata (worker role), when asked for.
+    pub ranged: Option<imerg_pipeline::Ranged>,
     /// The reconciliation sweep, when this process runs it (api role, --reconcile-every).
     pub reconcile: Option<imerg_listener::ReconcileConfig>,
     pub cmr_url: Option<String>,
@@ -571,6 +584,10 @@ impl ServiceConfig {
                 _ => None,
             },
             cmr_url: self.cmr_url.clone(),
+            ranged: self.ranged_reads.then(|| imerg_pipeline::Ranged {
+                options: imerg_virtualize::RangedOptions::default(),
+                verify_one_in: self.ranged_verify_one_in,
+            }),
         })
     }
 }

@@ -167,11 +167,12 @@ impl Service {
         };
         let listing_source = Arc::new(source.clone());
         let local_worker: Option<Arc<dyn Worker>> = roles.worker.then(|| {
-            Arc::new(LocalWorker::new(
-                source,
-                Arc::clone(&profile),
-                settings.worker_concurrency,
-            )) as Arc<dyn Worker>
+            let w = LocalWorker::new(source, Arc::clone(&profile), settings.worker_concurrency);
+            let w = match &settings.ranged {
+                Some(r) => w.with_ranged_reads(r.clone()),
+                None => w,
+            };
+            Arc::new(w) as Arc<dyn Worker>
         });
         let ingestor = if roles.drives_pipeline() {
             let worker: Arc<dyn Worker> = match (&local_worker, &settings.worker_addr) {

@@ -48,6 +48,46 @@ pub struct Fetched {
 /// Where granules are read from (one type for the whole workspace).
 pub use imerg_catalog::SourceLocation as SourceConfig;
 
+/// One object read by byte ranges (the ranged HDF5 metadata reader's view of a granule): each
+/// read is one GET of that range, pinned to the version the HEAD saw where the store supports it.
+#[derive(Debug)]
+pub struct ObjectRanges {
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    size: u64,
+    version: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl imerg_hdf5::RangeReader for ObjectRanges {
+    async fn read(&self, offset: u64, len: u64) -> imerg_hdf5::Result<Bytes> {
+        let io = |detail: String| imerg_hdf5::Hdf5Error::Io {
+            offset,
+            len,
+            detail,
+        };
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let opts = object_store::GetOptions {
+            range: Some((offset..end).into()),
+            if_match: self.version.clone(),
+            ..Default::default()
+        };
+        let got = self
+            .store
+            .get_opts(&self.path, opts)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        got.bytes().await.map_err(|e| io(e.to_string()))
+    }
+
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.size)
+    }
+}
+
 /// Temporary S3 credentials from somewhere else than the standard AWS chain (Earthdata).
 pub type CredentialProvider =
     Arc<dyn object_store::CredentialProvider<Credential = object_store::aws::AwsCredential>>;
@@ -179,6 +219,34 @@ impl Source {
             }
         }
         Ok(out)
+    }
+
+    /// The object at a bucket-relative key for byte-range reads: its identity (one HEAD request)
+    /// and a reader that fetches only the ranges asked for.
+    pub async fn open_ranges(
+        &self,
+        key: &str,
+    ) -> Result<(Arc<ObjectRanges>, SourceObject), SourceError> {
+        let url = self.url_of(key);
+        let path = self.path_of(key);
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|e| SourceError::from_store(&url, e))?;
+        let object = SourceObject {
+            url: url.clone(),
+            etag: meta.e_tag.clone(),
+            last_modified: Some(meta.last_modified),
+            size: meta.size,
+        };
+        let reader = ObjectRanges {
+            store: Arc::clone(&self.store),
+            path,
+            size: meta.size,
+            version: meta.e_tag,
+        };
+        Ok((Arc::new(reader), object))
     }
 
     /// Fetches the whole object at a bucket-relative key.

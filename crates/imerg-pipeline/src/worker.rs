@@ -128,7 +128,7 @@ impl LocalWorker {
         metrics::histogram!(m::RANGED_ROUND_TRIPS).record(f64::from(stats.round_trips));
         metrics::counter!(m::BYTES_FETCHED).increment(stats.bytes);
         let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if r.verify_one_in > 0 && n % r.verify_one_in == 0 {
+        if r.verify_one_in > 0 && n.is_multiple_of(r.verify_one_in) {
             // The oracle: the whole object through libhdf5 must give the same references.
             match self.fetch_any_label(id).await {
                 Ok(whole) if whole == refs => {

@@ -12,9 +12,26 @@ cargo fmt --all --check
 features=(--features imerg-ingest/crashpoints)
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
-echo "== cargo test"
+echo "== tests"
 log="$(mktemp)"
 set +e
+if command -v cargo-nextest >/dev/null 2>&1; then
+  # Each test in its own process, binaries side by side, the longest first (.config/nextest.toml).
+  echo "== cargo nextest run (and the doc tests)"
+  cargo nextest run --workspace "${features[@]}" --no-fail-fast 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  cargo test --workspace "${features[@]}" --doc 2>&1 | tee -a "$log"
+  rc_doc=${PIPESTATUS[0]}
+  set -e
+  # One closing line for the whole suite: nextest's summary plus the doc tests.
+  awk '/Summary \[/ {for (i = 1; i <= NF; i++) if ($i ~ /^passed/) p += $(i-1); for (i = 1; i <= NF; i++) if ($i ~ /^failed/) f += $(i-1)}
+       /^test result:/ {p += $4; f += $6}
+       END {printf "%d passed, %d failed\n", p, f}' "$log"
+  rm -f "$log"
+  [ "$rc" -eq 0 ] && [ "$rc_doc" -eq 0 ]
+  exit $?
+fi
+echo "== cargo test (cargo-nextest is not installed: test binaries run one after the other)"
 cargo test --workspace "${features[@]}" --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -31,13 +31,13 @@ with h5py.File(out, "w", libver=bounds) as f:
     g.create_group("Intermediate")
     for name, scale in [("precipitation", 2.0), ("randomError", 1.0), ("precipitationQualityIndex", 0.5)]:
         d = g.create_dataset(name, data=field(scale), chunks=(1, 145, 1800), maxshape=(None, 3600, 1800),
-                             compression="gzip", compression_opts=4, shuffle=True, fillvalue=np.float32(-9999.9))
+                             compression="gzip", compression_opts=1, shuffle=True, fillvalue=np.float32(-9999.9))
         d.attrs["_FillValue"] = np.float32(-9999.9)
         d.attrs["CodeMissingValue"] = "-9999.9"
         d.attrs["units"] = "mm/hr"
     pl = (np.clip(field(1.0), 0, 100)).astype(np.int16)
     d = g.create_dataset("probabilityLiquidPrecipitation", data=pl, chunks=(1, 291, 1800), maxshape=(None, 3600, 1800),
-                         compression="gzip", compression_opts=4, shuffle=True, fillvalue=np.int16(-9999))
+                         compression="gzip", compression_opts=1, shuffle=True, fillvalue=np.int16(-9999))
     d.attrs["_FillValue"] = np.int16(-9999)
     d.attrs["CodeMissingValue"] = "-9999"
     g.create_dataset("lon", data=lon, chunks=(3600,))

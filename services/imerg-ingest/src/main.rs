@@ -43,6 +43,8 @@ enum Command {
     /// Build a store from synthetic references (no file reads) through the committer, reporting
     /// per-commit latency and memory: scale runs up to the full record.
     Simulate(commands::simulate::Args),
+    /// Report a granule's HDF5 layout as a metadata-only reader sees it (JSON per input).
+    Inspect(commands::inspect::Args),
     /// Read a time range's references back through the store (fetch from the source, decode).
     Verify(commands::verify::Args),
     /// Print the selected product profile as JSON (a starting point for --product-profile).
@@ -134,6 +136,7 @@ fn main() -> std::process::ExitCode {
             Command::Backfill(args) => commands::backfill::run(args),
             Command::Simulate(args) => commands::simulate::run(profile, args),
             Command::Verify(args) => commands::verify::run(profile, args),
+            Command::Inspect(args) => commands::inspect::run(args),
             Command::Profile => {
                 println!("{}", serde_json::to_string_pretty(&profile)?);
                 Ok(std::process::ExitCode::SUCCESS)

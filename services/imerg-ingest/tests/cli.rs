@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bin, synth};
+use common::{bin, synth, synth_with};
 
 #[test]
 fn synth_then_virtualize_json() {
@@ -176,4 +176,72 @@ fn simulate_reports_every_commit_and_a_summary() {
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(st["granules_present"], 48);
     assert_eq!(st["commits"], 3);
+}
+
+/// `inspect --layout` reports each variable's layout, index type, filters and chunks, the byte
+/// ranges that are not chunk data, and what reading only the metadata cost; a file that is no
+/// HDF5 is reported with its error and the exit code says so.
+#[test]
+fn inspect_layout_reports_indexes_filters_and_metadata_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("g");
+    synth_with(
+        &root,
+        "2024-01-01T00:00",
+        "2024-01-01T00:30",
+        &["--hdf5-format", "v110", "--shuffle"],
+    );
+    let key = &common::keys("2024-01-01T00:00", "2024-01-01T00:30")[0];
+    let path = root.join(key);
+    let junk = dir.path().join("junk.HDF5");
+    std::fs::write(&junk, b"<html>503</html>").unwrap();
+    let out = bin()
+        .args(["inspect", "--layout"])
+        .arg(&path)
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let g = &lines[0];
+    assert_eq!(g["size"], std::fs::metadata(&path).unwrap().len());
+    assert_eq!(g["superblock_version"], 3, "{g}");
+    let p = &g["datasets"][0];
+    assert_eq!(p["path"], "/Grid/precipitation");
+    assert_eq!(p["layout"], "chunked");
+    assert_eq!(p["index"], "extensible_array", "{p}");
+    assert_eq!(p["chunks"], 25);
+    assert_eq!(p["filter_masks"]["0"], 25);
+    let filters: Vec<u64> = p["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(filters, vec![2, 1], "shuffle then deflate: {p}");
+    let total: u64 = g["datasets"].as_array().unwrap()[..4]
+        .iter()
+        .map(|d| d["chunks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 88);
+    assert!(g["non_chunk_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        g["metadata_ranges"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert!(g["fetch"]["gets"].as_u64().unwrap() >= 1);
+    assert!(g["fetch"]["round_trips"].as_u64().unwrap() >= 1);
+    assert!(
+        lines[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an HDF5 file"),
+        "{}",
+        lines[1]
+    );
 }

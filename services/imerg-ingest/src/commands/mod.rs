@@ -2,6 +2,7 @@
 
 pub mod append;
 pub mod backfill;
+pub mod inspect;
 pub mod serve;
 pub mod simulate;
 pub mod status;

@@ -13,7 +13,9 @@
 
 pub mod append;
 mod config;
+mod grpc;
 mod http;
+mod reconcile;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -284,18 +286,6 @@ impl Service {
         let background = CancellationToken::new();
 
         // gRPC: the roles' services, health, reflection.
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(imerg_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServiceError::Grpc(e.to_string()))?;
-        let commit_server = committer
-            .as_ref()
-            .map(|(h, _)| imerg_remote::CommitServer(Arc::new(h.clone()) as Arc<dyn Appender>));
-        let worker_server = local_worker
-            .as_ref()
-            .map(|w| imerg_remote::WorkerServer::new(Arc::clone(w), Arc::clone(&profile)));
         let sweeps = settings
             .reconcile
             .as_ref()
@@ -313,35 +303,13 @@ impl Service {
                 None => api,
             }
         });
-        let mut served: Vec<&'static str> = Vec::new();
-        if api.is_some() {
-            health
-                .set_serving::<imerg_proto::v1::ingest_service_server::IngestServiceServer<IngestApi>>()
-                .await;
-            served.push("imerg.ingest.v1.IngestService");
-        }
-        if commit_server.is_some() {
-            health
-                .set_serving::<imerg_proto::v1::commit_service_server::CommitServiceServer<
-                    imerg_remote::CommitServer,
-                >>()
-                .await;
-            served.push("imerg.ingest.v1.CommitService");
-        }
-        if worker_server.is_some() {
-            health
-                .set_serving::<imerg_proto::v1::worker_service_server::WorkerServiceServer<
-                    imerg_remote::WorkerServer,
-                >>()
-                .await;
-            served.push("imerg.ingest.v1.WorkerService");
-        }
-        let router = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_optional_service(api.map(IngestApi::into_server))
-            .add_optional_service(commit_server.map(imerg_remote::CommitServer::into_server))
-            .add_optional_service(worker_server.map(imerg_remote::WorkerServer::into_server));
+        let commit_server = committer
+            .as_ref()
+            .map(|(h, _)| imerg_remote::CommitServer(Arc::new(h.clone()) as Arc<dyn Appender>));
+        let worker_server = local_worker
+            .as_ref()
+            .map(|w| imerg_remote::WorkerServer::new(Arc::clone(w), Arc::clone(&profile)));
+        let (router, health) = grpc::router(api, commit_server, worker_server).await?;
         let grpc_stop = CancellationToken::new();
         let mut grpc_task = tokio::spawn(router.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
@@ -379,23 +347,7 @@ impl Service {
         );
 
         // Background gauges.
-        if let Some(ds) = &dataset {
-            tokio::spawn(refresh_gauges(Arc::clone(ds), background.clone()));
-        }
-        if let Some(p) = earthdata {
-            let stop = background.clone();
-            tokio::spawn(async move {
-                loop {
-                    if let Some(s) = p.seconds_until_expiry() {
-                        metrics::gauge!(m::CREDENTIALS_EXPIRY_SECONDS).set(s);
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            });
-        }
+        telemetry::spawn_gauges(dataset.clone(), earthdata, background.clone());
 
         // The drivers: local directory watcher and SQS listener.
         if let (Some(w), Some(ds), Some(ing)) = (&settings.watch, &dataset, &ingestor) {
@@ -430,7 +382,7 @@ impl Service {
                 profile: Arc::clone(&profile),
                 dataset: Arc::clone(ds),
                 source: Arc::clone(&source),
-                inventory: inventory(&settings, &profile, earthdata_token.as_deref()),
+                inventory: reconcile::inventory(&settings, &profile, earthdata_token.as_deref()),
                 ingestor: ing.clone(),
             };
             driver_tasks.spawn(reconciler.run(Arc::clone(state), drivers.child_token()));
@@ -458,14 +410,7 @@ impl Service {
             "shutting down: not ready; no new work; finishing in-flight granules"
         );
         ready.store(false, Ordering::SeqCst);
-        for name in &served {
-            health
-                .set_service_status(*name, tonic_health::ServingStatus::NotServing)
-                .await;
-        }
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        health.not_serving().await;
         drivers.cancel();
         let drain = async {
             if let Some(j) = &jobs {
@@ -509,79 +454,6 @@ impl Service {
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-}
-
-/// CMR's granule search as the sweep's inventory: the data URLs of the product's granules.
-#[derive(Debug)]
-struct CmrInventory(imerg_cmr::CmrClient);
-
-#[async_trait::async_trait]
-impl imerg_listener::Inventory for CmrInventory {
-    async fn references(&self, range: imerg_catalog::TimeRange) -> Result<Vec<String>, String> {
-        // CMR's temporal range is inclusive: stop a second before the window's end.
-        let end = range.end - chrono::Duration::seconds(1);
-        let granules = self
-            .0
-            .granules(range.start, end)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(granules
-            .iter()
-            .flat_map(|g| {
-                g.data_urls()
-                    .map(String::from)
-                    .chain(g.producer_granule_id.clone())
-                    .chain(std::iter::once(g.granule_ur.clone()))
-            })
-            .collect())
-    }
-
-    fn name(&self) -> &str {
-        "CMR"
-    }
-}
-
-/// The CMR inventory the sweep asks, when `--cmr-url` is given: the collection's short name and
-/// version come from the profile's collection path (`GPM_L3/GPM_3IMERGHHL.07` -> `GPM_3IMERGHHL`,
-/// `07`).
-fn inventory(
-    settings: &Settings,
-    profile: &ProductProfile,
-    token: Option<&str>,
-) -> Option<Arc<dyn imerg_listener::Inventory>> {
-    let url = settings.cmr_url.as_ref()?;
-    let collection = profile.collection_path.rsplit('/').next()?;
-    let (short_name, version) = collection.rsplit_once('.')?;
-    let mut cfg = imerg_cmr::CmrConfig::new(short_name, version).with_url(url.clone());
-    if let Some(t) = token {
-        cfg = cfg.with_token(t);
-    }
-    match imerg_cmr::CmrClient::new(cfg) {
-        Ok(c) => Some(Arc::new(CmrInventory(c))),
-        Err(e) => {
-            tracing::warn!(error = %e, "the CMR client could not be built: the sweep lists the source only");
-            None
-        }
-    }
-}
-
-/// Status gauges of the store, refreshed every 15 s until `stop`.
-async fn refresh_gauges(dataset: Arc<Dataset>, stop: CancellationToken) {
-    loop {
-        if let Ok(st) = dataset.status().await {
-            metrics::gauge!(m::MANIFESTS).set(st.manifests as f64);
-            metrics::gauge!(m::LARGEST_MANIFEST_BYTES).set(st.largest_manifest_bytes as f64);
-            metrics::gauge!(m::GRANULES_PRESENT).set(st.granules_present as f64);
-            if let Some(t) = st.last_granule {
-                let lag = (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0;
-                metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-            _ = stop.cancelled() => return,
         }
     }
 }

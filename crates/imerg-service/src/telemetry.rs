@@ -1,7 +1,13 @@
 //! The process-wide Prometheus recorder, installed once with the buckets of
-//! [`imerg_metrics::TABLE`]: several services in one process (tests) share it.
+//! [`imerg_metrics::TABLE`] (several services in one process, as in tests, share it), and the
+//! gauges refreshed in the background (the store's status, the credentials' expiry).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use imerg_dataset::Dataset;
+use imerg_metrics as m;
+use tokio_util::sync::CancellationToken;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -30,4 +36,48 @@ pub fn prometheus() -> Result<PrometheusHandle, ServiceError> {
         .get_or_init(install)
         .clone()
         .map_err(ServiceError::Metrics)
+}
+
+/// Starts the background gauges until `stop`: the store's status (roles with a repository) and
+/// the Earthdata credentials' expiry (when configured).
+pub(crate) fn spawn_gauges(
+    dataset: Option<Arc<Dataset>>,
+    earthdata: Option<Arc<imerg_credentials::EarthdataCredentialProvider>>,
+    stop: CancellationToken,
+) {
+    if let Some(ds) = dataset {
+        tokio::spawn(refresh_gauges(ds, stop.clone()));
+    }
+    if let Some(p) = earthdata {
+        tokio::spawn(async move {
+            loop {
+                if let Some(s) = p.seconds_until_expiry() {
+                    metrics::gauge!(m::CREDENTIALS_EXPIRY_SECONDS).set(s);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+/// Status gauges of the store, refreshed every 15 s until `stop`.
+async fn refresh_gauges(dataset: Arc<Dataset>, stop: CancellationToken) {
+    loop {
+        if let Ok(st) = dataset.status().await {
+            metrics::gauge!(m::MANIFESTS).set(st.manifests as f64);
+            metrics::gauge!(m::LARGEST_MANIFEST_BYTES).set(st.largest_manifest_bytes as f64);
+            metrics::gauge!(m::GRANULES_PRESENT).set(st.granules_present as f64);
+            if let Some(t) = st.last_granule {
+                let lag = (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0;
+                metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }

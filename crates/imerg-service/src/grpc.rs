@@ -1,0 +1,70 @@
+//! The gRPC server of a process: the services of the roles it runs (IngestService, CommitService,
+//! WorkerService), `grpc.health.v1` (each served service, and "" for the whole server) and
+//! reflection.
+
+use imerg_ingest_api::IngestApi;
+use imerg_proto::v1;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::ServiceError;
+
+/// The health of the services a process serves, turned off as shutdown starts.
+pub(crate) struct Health {
+    reporter: HealthReporter,
+    served: Vec<&'static str>,
+}
+
+impl Health {
+    /// Every served service, and the server as a whole, NOT_SERVING.
+    pub(crate) async fn not_serving(&self) {
+        for name in &self.served {
+            self.reporter
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// The routes of the services given, with health and reflection.
+pub(crate) async fn router(
+    api: Option<IngestApi>,
+    commit: Option<imerg_remote::CommitServer>,
+    worker: Option<imerg_remote::WorkerServer>,
+) -> Result<(tonic::transport::server::Router, Health), ServiceError> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(imerg_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServiceError::Grpc(e.to_string()))?;
+    let mut served = Vec::new();
+    if api.is_some() {
+        reporter
+            .set_serving::<v1::ingest_service_server::IngestServiceServer<IngestApi>>()
+            .await;
+        served.push("imerg.ingest.v1.IngestService");
+    }
+    if commit.is_some() {
+        reporter
+            .set_serving::<v1::commit_service_server::CommitServiceServer<imerg_remote::CommitServer>>()
+            .await;
+        served.push("imerg.ingest.v1.CommitService");
+    }
+    if worker.is_some() {
+        reporter
+            .set_serving::<v1::worker_service_server::WorkerServiceServer<imerg_remote::WorkerServer>>()
+            .await;
+        served.push("imerg.ingest.v1.WorkerService");
+    }
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_optional_service(api.map(IngestApi::into_server))
+        .add_optional_service(commit.map(imerg_remote::CommitServer::into_server))
+        .add_optional_service(worker.map(imerg_remote::WorkerServer::into_server));
+    Ok((router, Health { reporter, served }))
+}

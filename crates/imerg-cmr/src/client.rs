@@ -2,12 +2,11 @@
 //! bounded by page and granule caps, with per-page retries (exponential backoff and jitter) on
 //! transient failures, capped response bodies and an optional bearer token.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use imerg_retry::{backoff_delay, error_body, random_fraction};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
 use tracing::{debug, info, warn};
@@ -24,7 +23,6 @@ const SEARCH_PATH: &str = "search/granules.umm_json";
 /// Bytes of an error response read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 4096;
 /// Characters of an error response body kept in [`CmrError::Status`].
-const MAX_ERROR_BODY_CHARS: usize = 200;
 /// Longest `CMR-Search-After` value accepted (real ones are a short JSON array).
 const MAX_SEARCH_AFTER_BYTES: usize = 4096;
 /// The connect phase gets at most this much of the request timeout.
@@ -510,93 +508,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// The start of an error body for a message: the token scrubbed, white space collapsed to single
-/// spaces, at most [`MAX_ERROR_BODY_CHARS`] characters.
-fn error_body(body: &[u8], token: Option<&str>) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = match token {
-        Some(t) if !t.is_empty() => text.replace(t, crate::REDACTED),
-        _ => text.into_owned(),
-    };
-    let mut out = String::new();
-    for (i, word) in text.split_whitespace().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(word);
-        if out.chars().count() > MAX_ERROR_BODY_CHARS {
-            break;
-        }
-    }
-    if out.chars().count() > MAX_ERROR_BODY_CHARS {
-        out = out.chars().take(MAX_ERROR_BODY_CHARS).collect();
-        out.push('…');
-    }
-    if out.is_empty() {
-        out.push_str("(empty body)");
-    }
-    out
-}
-
-/// The delay after the `failed`-th failed attempt: `base * 2^(failed-1)` capped at `max`, plus up
-/// to half of that again as jitter (`fraction` in `[0, 1)`), capped at `max`; at least the
-/// server's `Retry-After` when it gave one (also capped at `max`).
-fn backoff_delay(
-    failed: u32,
-    base: Duration,
-    max: Duration,
-    retry_after: Option<Duration>,
-    fraction: f64,
-) -> Duration {
-    let exponent = failed.saturating_sub(1).min(30);
-    let exp = base.saturating_mul(1 << exponent).min(max);
-    let jitter = exp.mul_f64(0.5 * fraction.clamp(0.0, 1.0));
-    let delay = exp.saturating_add(jitter).min(max);
-    match retry_after {
-        Some(ra) => delay.max(ra.min(max)),
-        None => delay,
-    }
-}
-
-/// A pseudo-random number in `[0, 1)` from std's randomly keyed hasher (no RNG dependency; this
-/// only spreads retries of several processes apart).
-fn random_fraction() -> f64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_bounded_jitter() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        assert_eq!(backoff_delay(1, base, max, None, 0.0), base);
-        let most = backoff_delay(1, base, max, None, 0.999_999);
-        assert!(most > Duration::from_millis(149) && most <= Duration::from_millis(150));
-        assert_eq!(
-            backoff_delay(3, base, max, None, 0.0),
-            Duration::from_millis(400)
-        );
-        assert_eq!(backoff_delay(u32::MAX, base, max, None, 0.5), max);
-        assert_eq!(
-            backoff_delay(1, base, max, Some(Duration::from_secs(60)), 0.0),
-            max
-        );
-        for _ in 0..100 {
-            assert!((0.0..1.0).contains(&random_fraction()));
-        }
-    }
 
     #[test]
     fn search_url_is_built_under_the_root() {
@@ -632,16 +548,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn error_body_is_short_single_line_and_scrubbed() {
-        let body = format!("bad token {}\n\n  {}", "tok-123", "x".repeat(1000));
-        let out = error_body(body.as_bytes(), Some("tok-123"));
-        assert!(out.starts_with("bad token [redacted] xxx"), "{out}");
-        assert!(!out.contains('\n'));
-        assert_eq!(out.chars().count(), MAX_ERROR_BODY_CHARS + 1);
-        assert_eq!(error_body(b"", None), "(empty body)");
     }
 
     #[test]

@@ -32,4 +32,4 @@ pub use error::CmrError;
 pub use granule::CmrGranule;
 
 /// What `Debug` prints in place of a secret.
-pub(crate) const REDACTED: &str = "[redacted]";
+pub(crate) use imerg_retry::REDACTED;

@@ -1,12 +1,11 @@
 //! One fetch of temporary credentials from the `s3credentials` endpoint: the HTTP request with
 //! the bearer token, error classification, and retries with exponential backoff and jitter.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use chrono::Utc;
+use imerg_retry::{backoff_delay, error_body, random_fraction};
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
 use tracing::{debug, warn};
@@ -16,7 +15,6 @@ use crate::{CredentialsError, EarthdataConfig, TemporaryCredentials, parse_crede
 /// Largest response body read (the real answer is well under 2 KB).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Characters of an error response body kept in [`CredentialsError::Status`].
-const MAX_ERROR_BODY_CHARS: usize = 200;
 /// The connect phase gets at most this much of the request timeout.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -161,7 +159,7 @@ impl EarthdataClient {
                 error: CredentialsError::Status {
                     url: self.url.to_string(),
                     status: status.as_u16(),
-                    body: error_body(&body, &self.token),
+                    body: error_body(&body, Some(&self.token)),
                 },
                 retry_after: match status {
                     StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => retry_after,
@@ -268,114 +266,11 @@ fn retry_after(response: &Response) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The start of an error body for a message: the token scrubbed, white space collapsed to single
-/// spaces, at most [`MAX_ERROR_BODY_CHARS`] characters.
-fn error_body(body: &[u8], token: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = if token.is_empty() {
-        text.into_owned()
-    } else {
-        text.replace(token, crate::REDACTED)
-    };
-    let mut out = String::new();
-    for (i, word) in text.split_whitespace().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(word);
-        if out.chars().count() > MAX_ERROR_BODY_CHARS {
-            break;
-        }
-    }
-    if out.chars().count() > MAX_ERROR_BODY_CHARS {
-        out = out.chars().take(MAX_ERROR_BODY_CHARS).collect();
-        out.push('…');
-    }
-    if out.is_empty() {
-        out.push_str("(empty body)");
-    }
-    out
-}
-
-/// The delay after the `failed`-th failed attempt: `base * 2^(failed-1)` capped at `max`, plus up
-/// to half of that again as jitter (`fraction` in `[0, 1)`), capped at `max`; at least the
-/// server's `Retry-After` when it gave one (also capped at `max`).
-fn backoff_delay(
-    failed: u32,
-    base: Duration,
-    max: Duration,
-    retry_after: Option<Duration>,
-    fraction: f64,
-) -> Duration {
-    let exponent = failed.saturating_sub(1).min(30);
-    let exp = base.saturating_mul(1 << exponent).min(max);
-    let jitter = exp.mul_f64(0.5 * fraction.clamp(0.0, 1.0));
-    let delay = exp.saturating_add(jitter).min(max);
-    match retry_after {
-        Some(ra) => delay.max(ra.min(max)),
-        None => delay,
-    }
-}
-
-/// A pseudo-random number in `[0, 1)` from std's randomly keyed hasher (no RNG dependency; this
-/// only spreads retries of several processes apart).
-fn random_fraction() -> f64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_bounded_jitter() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        assert_eq!(backoff_delay(1, base, max, None, 0.0), base);
-        let most = backoff_delay(1, base, max, None, 0.999_999);
-        assert!(
-            most > Duration::from_millis(149) && most <= Duration::from_millis(150),
-            "{most:?}"
-        );
-        assert_eq!(
-            backoff_delay(3, base, max, None, 0.0),
-            Duration::from_millis(400)
-        );
-        assert_eq!(backoff_delay(10, base, max, None, 0.5), max);
-        assert_eq!(backoff_delay(u32::MAX, base, max, None, 0.5), max);
-        assert_eq!(
-            backoff_delay(1, base, max, Some(Duration::from_secs(1)), 0.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            backoff_delay(1, base, max, Some(Duration::from_secs(60)), 0.0),
-            max
-        );
-        for _ in 0..100 {
-            let f = random_fraction();
-            assert!((0.0..1.0).contains(&f), "{f}");
-        }
-    }
-
-    #[test]
-    fn error_body_is_short_single_line_and_scrubbed() {
-        let body = format!("bad token {}\n\n  {}", "tok-123", "x".repeat(1000));
-        let out = error_body(body.as_bytes(), "tok-123");
-        assert!(!out.contains("tok-123"), "{out}");
-        assert!(out.starts_with("bad token [redacted] xxx"), "{out}");
-        assert!(!out.contains('\n'));
-        assert_eq!(out.chars().count(), MAX_ERROR_BODY_CHARS + 1);
-        assert_eq!(error_body(b"", "t"), "(empty body)");
-    }
 
     #[test]
     fn urls_must_be_https_except_loopback() {

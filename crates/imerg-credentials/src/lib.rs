@@ -41,4 +41,4 @@ pub use error::CredentialsError;
 pub use provider::EarthdataCredentialProvider;
 
 /// What `Debug` prints in place of a secret.
-pub(crate) const REDACTED: &str = "[redacted]";
+pub(crate) use imerg_retry::REDACTED;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::cursor::{Cur, Sizes, bounded, limit_enc_size, verify_checksum};
 use crate::error::{Hdf5Error, Result};
-use crate::reader::Fetcher;
+use crate::reader::{AHEAD_HEADER, AHEAD_NODE, Fetcher};
 
 /// A leaf-level entry of a v1 B-tree: the key to its left and the child address.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ async fn read_v1_node(
     let o = usize::from(s.offset);
     let head_len = 8 + 2 * o;
     let head = f
-        .read(depth, "v1 B-tree node", addr, head_len as u64)
+        .read_ahead(depth, "v1 B-tree node", addr, head_len as u64, AHEAD_NODE)
         .await?;
     let mut c = Cur::new(&head, addr, "v1 B-tree node");
     c.signature("TREE", "v1 B-tree node")?;
@@ -169,7 +169,9 @@ pub(crate) async fn v2_records(
 ) -> Result<V2Records> {
     let o = usize::from(s.offset);
     let hlen = 4 + 1 + 1 + 4 + 2 + 2 + 1 + 1 + o + 2 + usize::from(s.length) + 4;
-    let head = f.read(depth, "v2 B-tree header", addr, hlen as u64).await?;
+    let head = f
+        .read_ahead(depth, "v2 B-tree header", addr, hlen as u64, AHEAD_HEADER)
+        .await?;
     let mut c = Cur::new(&head, addr, "v2 B-tree header");
     c.signature("BTHD", "v2 B-tree header")?;
     verify_checksum(&head, hlen - 4, "v2 B-tree header", addr)?;

@@ -6,7 +6,7 @@ use crate::btree::{v1_leaf_entries, v2_records};
 use crate::cursor::{Cur, Sizes, bounded, log2_floor, verify_checksum};
 use crate::error::{Hdf5Error, Result};
 use crate::messages::ChunkIndex;
-use crate::reader::Fetcher;
+use crate::reader::{AHEAD_HEADER, Fetcher};
 
 /// Where one stored chunk is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -276,7 +276,9 @@ async fn fixed_array(
 ) -> Result<()> {
     let o = u64::from(s.offset);
     let hlen = 4 + 4 + u64::from(s.length) + o + 4;
-    let head = f.read(depth, "fixed array header", addr, hlen).await?;
+    let head = f
+        .read_ahead(depth, "fixed array header", addr, hlen, AHEAD_HEADER)
+        .await?;
     let mut c = Cur::new(&head, addr, "fixed array header");
     c.signature("FAHD", "fixed array header")?;
     verify_checksum(
@@ -388,7 +390,9 @@ async fn extensible_array(
     let o = u64::from(s.offset);
     let l = u64::from(s.length);
     let hlen = 4 + 1 + 1 + 6 + 6 * l + o + 4;
-    let head = f.read(depth, "extensible array header", addr, hlen).await?;
+    let head = f
+        .read_ahead(depth, "extensible array header", addr, hlen, AHEAD_HEADER)
+        .await?;
     let mut c = Cur::new(&head, addr, "extensible array header");
     c.signature("EAHD", "extensible array header")?;
     verify_checksum(

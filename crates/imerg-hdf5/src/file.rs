@@ -15,7 +15,7 @@ use crate::messages::{
     parse_filters, parse_layout, parse_link, parse_old_fill_value,
 };
 use crate::object_header::{Message, read_object_header};
-use crate::reader::{FetchStats, Fetcher, RangeReader, ReadOptions};
+use crate::reader::{AHEAD_NODE, FetchStats, Fetcher, RangeReader, ReadOptions};
 
 const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
@@ -71,6 +71,10 @@ pub struct DatasetInfo {
     pub attributes: Vec<Attribute>,
     /// Stored chunks, sorted by offset (empty unless chunked).
     pub chunks: Vec<ChunkLocation>,
+    /// The round trip after which this dataset's data was located (its object header and chunk
+    /// index read): reads of its values can start right after it, without waiting for other
+    /// datasets.
+    pub located_at: u32,
 }
 
 impl DatasetInfo {
@@ -260,11 +264,12 @@ fn shared_check(m: &Message, what: &str) -> Result<()> {
 }
 
 impl Hdf5File {
-    /// Opens a file: one read of `opts.first_read` bytes from offset 0.
+    /// Opens a file: one read of `opts.first_read` bytes from offset 0 (and of the object's
+    /// tail, concurrently, if `opts.tail_read` asks for it).
     pub async fn open(reader: Arc<dyn RangeReader>, opts: ReadOptions) -> Result<Self> {
-        let known = reader.size_hint();
-        let f = Arc::new(Fetcher::new(reader, opts));
+        let f = Arc::new(Fetcher::new(Arc::clone(&reader), opts));
         let head = f.first().await?;
+        let known = reader.size_hint();
         let sb = match parse_superblock(&head) {
             Ok(sb) => sb,
             // An object that ends inside its superblock: truncated, not malformed.
@@ -316,6 +321,12 @@ impl Hdf5File {
         Ok((b.to_vec(), d))
     }
 
+    /// Fetches what the layout hints ([`crate::ReadOptions::hints`]) name, concurrently with
+    /// whatever reads run meanwhile (join it with the parse); does nothing without hints.
+    pub fn prefetch_hints(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.f.prefetch_hints()
+    }
+
     /// Requests, bytes and round trips so far.
     pub fn stats(&self) -> FetchStats {
         self.f.stats()
@@ -341,17 +352,19 @@ impl Hdf5File {
                     let heap_addr = c
                         .addr(s)?
                         .ok_or_else(|| Hdf5Error::malformed("symbol table message", "no heap"))?;
-                    // The heap and the B-tree are independent: fetch them together.
+                    // The heap and the B-tree (then its symbol-table nodes) are independent:
+                    // fetch them together.
                     let d0 = *depth;
                     let opts = f.options();
-                    let (heap, entries) = futures::future::try_join(
+                    let entry_size = 2 * usize::from(s.offset) + 24;
+                    let (heap, nodes) = futures::future::try_join(
                         async {
                             let mut d = d0;
                             local_heap(f, s, heap_addr, &mut d).await.map(|h| (h, d))
                         },
                         async {
                             let mut d = d0;
-                            v1_leaf_entries(
+                            let entries = v1_leaf_entries(
                                 f,
                                 s,
                                 btree,
@@ -361,34 +374,35 @@ impl Hdf5File {
                                 opts.max_nodes,
                                 opts.max_nodes,
                             )
-                            .await
-                            .map(|e| (e, d))
+                            .await?;
+                            // Symbol table nodes, all at once.
+                            let d1 = d;
+                            let reads = entries.iter().map(|e| async move {
+                                let mut d = d1;
+                                let head = f
+                                    .read_ahead(&mut d, "symbol table node", e.child, 8, AHEAD_NODE)
+                                    .await?;
+                                let mut c = Cur::new(&head, e.child, "symbol table node");
+                                c.signature("SNOD", "symbol table node")?;
+                                c.skip(2)?;
+                                let n = usize::from(c.u16()?);
+                                let body = f
+                                    .read(
+                                        &mut d,
+                                        "symbol table node",
+                                        e.child + 8,
+                                        (n * entry_size) as u64,
+                                    )
+                                    .await?;
+                                Ok::<_, Hdf5Error>((body, n, d))
+                            });
+                            futures::future::try_join_all(reads).await
                         },
                     )
                     .await?;
-                    let ((heap, dh), (entries, de)) = (heap, entries);
-                    *depth = (*depth).max(dh).max(de);
-                    // Symbol table nodes, all at once.
-                    let d0 = *depth;
-                    let entry_size = 2 * usize::from(s.offset) + 24;
-                    let reads = entries.iter().map(|e| async move {
-                        let mut d = d0;
-                        let head = f.read(&mut d, "symbol table node", e.child, 8).await?;
-                        let mut c = Cur::new(&head, e.child, "symbol table node");
-                        c.signature("SNOD", "symbol table node")?;
-                        c.skip(2)?;
-                        let n = usize::from(c.u16()?);
-                        let body = f
-                            .read(
-                                &mut d,
-                                "symbol table node",
-                                e.child + 8,
-                                (n * entry_size) as u64,
-                            )
-                            .await?;
-                        Ok::<_, Hdf5Error>((body, n, d))
-                    });
-                    for (body, n, d) in futures::future::try_join_all(reads).await? {
+                    let (heap, dh) = heap;
+                    *depth = (*depth).max(dh);
+                    for (body, n, d) in nodes {
                         *depth = (*depth).max(d);
                         let mut c = Cur::new(&body, 0, "symbol table entry");
                         for _ in 0..n {
@@ -672,6 +686,7 @@ impl Hdf5File {
             fill_defined,
             attributes,
             chunks,
+            located_at: dc,
         })
     }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::cursor::{Cur, Sizes, limit_enc_size, log2_floor, verify_checksum};
 use crate::error::{Hdf5Error, Result};
-use crate::reader::Fetcher;
+use crate::reader::{AHEAD_HEADER, Fetcher};
 
 /// The data segment of the local heap at `addr`.
 pub(crate) async fn local_heap(f: &Fetcher, s: Sizes, addr: u64, depth: &mut u32) -> Result<Bytes> {
@@ -54,7 +54,10 @@ pub(crate) async fn global_heap_object(
     depth: &mut u32,
 ) -> Result<Bytes> {
     let hlen = 8 + u64::from(s.length);
-    let head = f.read(depth, "global heap collection", addr, hlen).await?;
+    // A collection is at least 4 KiB: fetch it whole with its header.
+    let head = f
+        .read_ahead(depth, "global heap collection", addr, hlen, 4096)
+        .await?;
     let mut c = Cur::new(&head, addr, "global heap collection");
     c.signature("GCOL", "global heap collection")?;
     let version = c.u8()?;
@@ -108,7 +111,9 @@ impl FractalHeap {
     pub(crate) async fn open(f: &Fetcher, s: Sizes, addr: u64, depth: &mut u32) -> Result<Self> {
         let (o, l) = (u64::from(s.offset), u64::from(s.length));
         let hlen = 4 + 1 + 2 + 2 + 1 + 4 + l + o + l + o + 8 * l + 2 + l + l + 2 + 2 + o + 2 + 4;
-        let head = f.read(depth, "fractal heap header", addr, hlen).await?;
+        let head = f
+            .read_ahead(depth, "fractal heap header", addr, hlen, AHEAD_HEADER)
+            .await?;
         let mut c = Cur::new(&head, addr, "fractal heap header");
         c.signature("FRHP", "fractal heap header")?;
         verify_checksum(

@@ -36,7 +36,10 @@ pub use messages::{
     ByteOrder, ChunkIndex, Datatype, FillDefined, Filter, FilterKind, Link, LinkTarget,
     StorageLayout,
 };
-pub use reader::{FetchStats, Fetcher, FileReader, GetRecord, MemReader, RangeReader, ReadOptions};
+pub use reader::{
+    FetchStats, Fetcher, FileReader, GetRecord, LayoutHints, MemReader, ObjectMeta, RangeReader,
+    ReadOptions,
+};
 
 /// IMERG's data variables under `/Grid`.
 pub const IMERG_VARIABLES: [&str; 4] = [

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::cursor::{Cur, Sizes, verify_checksum};
 use crate::error::{Hdf5Error, Result};
-use crate::reader::Fetcher;
+use crate::reader::{AHEAD_HEADER, Fetcher};
 
 /// One header message: type, flags and its bytes.
 #[derive(Debug, Clone)]
@@ -43,7 +43,9 @@ pub(crate) async fn read_object_header(
 ) -> Result<Vec<Message>> {
     let eof = f.eof();
     let head_len = 16.min(eof.saturating_sub(addr)).max(1);
-    let head = f.read(depth, "object header", addr, head_len).await?;
+    let head = f
+        .read_ahead(depth, "object header", addr, head_len, AHEAD_HEADER)
+        .await?;
     let mut out = Vec::new();
     let mut pending: Vec<(u64, u64)> = Vec::new();
     let v2 = head.starts_with(b"OHDR");

@@ -2,12 +2,16 @@
 //! local-file implementation, and the per-granule [`Fetcher`] that every parser goes through.
 //!
 //! The fetcher keeps a bounded block cache (aligned blocks of [`ReadOptions::block_size`]),
-//! merges the missing blocks of one read into one GET, and accounts for three costs: GET
-//! requests, bytes fetched and *dependent round trips*. Round trips are counted on a logical
-//! clock: the first read happens at depth 1; a read whose address was learnt from data available
-//! at depth `d` is at depth `d + 1` unless all its blocks are already cached. Reads issued
-//! concurrently from the same depth share one round trip, so the final depth is the length of
-//! the critical path of requests, whatever the real scheduling was.
+//! merges the missing blocks of one read into one GET, fetches a block only once even when
+//! several reads want it at the same time (the others wait for it), and accounts for three
+//! costs: GET requests, bytes fetched and *dependent round trips*. Round trips are counted as the
+//! reads were executed: the first read (and the tail read beside it) is at depth 1; a GET issued
+//! by a read whose inputs were available at depth `d` is at depth `d + 1`; data found in the
+//! cache, or waited for while another read fetched it, is available at the depth it arrived
+//! at. The final depth is the length of the longest chain of requests that each waited for the
+//! one before, which is what a server's log shows (services/imerg-ingest/tests/ranged.rs
+//! checks this against a counting proxy). Layout hints ([`LayoutHints`]) let a granule's
+//! reads start with the blocks the previous granule of the same producer needed.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -26,10 +30,41 @@ pub trait RangeReader: Send + Sync + fmt::Debug {
     /// empty buffer at or past its end).
     async fn read(&self, offset: u64, len: u64) -> Result<Bytes>;
 
-    /// The object's size, when known without a request.
+    /// The object's size, when known: up front (a local file, a size from the notification) or
+    /// learnt from the first read's response (an S3 `Content-Range`).
     fn size_hint(&self) -> Option<u64> {
         None
     }
+
+    /// Reads the last `len` bytes (the whole object if it is shorter): returns their offset and
+    /// the bytes. Storage that can ask for a suffix (an HTTP `Range: bytes=-N`) does so without
+    /// knowing the size, so the tail read can share the first read's round trip.
+    async fn read_suffix(&self, len: u64) -> Result<(u64, Bytes)> {
+        let size = self.size_hint().ok_or_else(|| {
+            Hdf5Error::Unsupported("a suffix read needs the object's size".into())
+        })?;
+        let start = size.saturating_sub(len);
+        Ok((start, self.read(start, size - start).await?))
+    }
+
+    /// What the storage said about the object (size and version), once known.
+    fn observed(&self) -> Option<ObjectMeta> {
+        self.size_hint().map(|size| ObjectMeta {
+            size,
+            version: None,
+            modified_unix_nanos: None,
+        })
+    }
+}
+
+/// An object's size and version as its storage reported them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    /// The version the reads were pinned to (an ETag), if the storage has one.
+    pub version: Option<String>,
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub modified_unix_nanos: Option<i64>,
 }
 
 /// A reader over a buffer in memory, counting its requests and bytes.
@@ -128,14 +163,21 @@ impl RangeReader for FileReader {
     }
 }
 
+/// Bytes fetched with a structure's fixed-size head so that its body (an object header's
+/// messages, a fixed or extensible array's first block) usually comes in the same request.
+pub(crate) const AHEAD_HEADER: u64 = 1024;
+/// The same for B-tree and symbol-table nodes, whose entries follow a short head (a v1 chunk
+/// B-tree leaf of IMERG's 25 chunks is about 1.3 KB).
+pub(crate) const AHEAD_NODE: u64 = 2048;
+
 /// Tuning and safety limits of one granule read.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
     /// Size of the first read, from offset 0 (superblock and, usually, the root group).
     pub first_read: u64,
-    /// Bytes read from the end of the object together with the first read (0: none). Needs the
-    /// object size from [`RangeReader::size_hint`]. libhdf5 writes metadata that changes at
-    /// close (B-tree nodes, heaps, grown object headers) near the end of the file.
+    /// Bytes read from the end of the object together with the first read, in the same round
+    /// trip (0: none), through [`RangeReader::read_suffix`]. libhdf5 writes metadata that changes
+    /// at close (B-tree nodes, heaps, grown object headers) near the end of the file.
     pub tail_read: u64,
     /// Cache block size: later reads are rounded out to aligned blocks of this size.
     pub block_size: u64,
@@ -149,6 +191,11 @@ pub struct ReadOptions {
     pub max_nodes: u64,
     /// Most elements a dataspace may declare.
     pub max_elements: u64,
+    /// Where earlier objects of the same producer kept the metadata needed after the first
+    /// read: fetched right after it, concurrently with the parse (None: no hints).
+    pub hints: Option<Arc<LayoutHints>>,
+    /// Most bytes fetched on hints per object.
+    pub max_hinted_bytes: u64,
 }
 
 impl Default for ReadOptions {
@@ -162,7 +209,85 @@ impl Default for ReadOptions {
             max_chunks: 1 << 20,
             max_nodes: 1 << 16,
             max_elements: 1 << 36,
+            hints: None,
+            max_hinted_bytes: 512 * 1024,
         }
+    }
+}
+
+/// Layout hints: the metadata ranges an object of one producer needed beyond its first read,
+/// remembered from the last object read (offsets in its first half from the start, the rest
+/// from the end, as libhdf5 puts metadata written at close at the end). Files of one producer
+/// share their layout, so the next object's reads can start one round trip early: the hinted
+/// blocks are fetched as soon as the object's size is known, concurrently with the parse, and
+/// the parse finds them in the cache. A wrong hint costs bytes only: hinted blocks are real
+/// bytes of the object being read.
+#[derive(Debug, Default)]
+pub struct LayoutHints {
+    ranges: Mutex<Vec<HintRange>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HintRange {
+    /// Offset from the start of the object, length.
+    FromStart(u64, u64),
+    /// Distance of its start from the end of the object, length.
+    FromEnd(u64, u64),
+}
+
+impl LayoutHints {
+    /// Most ranges remembered.
+    const MAX_RANGES: usize = 256;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remembers what the read of an object of `size` bytes needed beyond `skip` (its first
+    /// read) and its tail read, from its [`FetchStats::structure_reads`].
+    pub fn learn(&self, stats: &FetchStats, size: u64, skip: u64, tail: u64) {
+        let tail_start = size.saturating_sub(tail);
+        let mut out: Vec<HintRange> = stats
+            .structure_reads
+            .iter()
+            .filter(|(o, l)| o.saturating_add(*l) > skip && (tail == 0 || *o < tail_start))
+            .filter(|(o, l)| o.saturating_add(*l) <= size)
+            .map(|&(o, l)| {
+                if o < size / 2 {
+                    HintRange::FromStart(o, l)
+                } else {
+                    HintRange::FromEnd(size - o, l)
+                }
+            })
+            .collect();
+        out.sort_by_key(|r| match r {
+            HintRange::FromStart(o, _) => (0, *o),
+            HintRange::FromEnd(d, _) => (1, *d),
+        });
+        out.dedup();
+        out.truncate(Self::MAX_RANGES);
+        if let Ok(mut r) = self.ranges.lock() {
+            *r = out;
+        }
+    }
+
+    /// The hinted ranges for an object of `size` bytes, absolute, within it.
+    fn ranges_for(&self, size: u64) -> Vec<(u64, u64)> {
+        let Ok(r) = self.ranges.lock() else {
+            return Vec::new();
+        };
+        r.iter()
+            .filter_map(|h| match *h {
+                HintRange::FromStart(o, l) => Some((o, l)),
+                HintRange::FromEnd(d, l) => size.checked_sub(d).map(|o| (o, l)),
+            })
+            .filter(|(o, l)| o.saturating_add(*l) <= size && *l > 0)
+            .collect()
+    }
+
+    /// Whether anything was learnt yet.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.lock().map_or(true, |r| r.is_empty())
     }
 }
 
@@ -191,8 +316,27 @@ pub struct FetchStats {
 #[derive(Debug, Default)]
 struct Cache {
     blocks: HashMap<u64, (Bytes, u32)>,
+    /// Blocks being fetched, with the reads waiting for them.
+    inflight: HashMap<u64, Vec<futures::channel::oneshot::Sender<()>>>,
     order: VecDeque<u64>,
     bytes: u64,
+}
+
+/// Blocks one read is fetching: removed from the in-flight set when the read ends, however it
+/// ends, which wakes the reads waiting for them (their senders are dropped).
+struct Inflight<'a> {
+    cache: &'a Mutex<Cache>,
+    blocks: &'a [u64],
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.cache.lock() {
+            for b in self.blocks {
+                c.inflight.remove(b);
+            }
+        }
+    }
 }
 
 /// The per-granule caching, counting front of a [`RangeReader`].
@@ -242,44 +386,102 @@ impl Fetcher {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// The first read: `first_read` bytes from offset 0, at depth 1. Returns what was read
-    /// (shorter if the object is).
+    /// The first read: `first_read` bytes from offset 0 and, concurrently, the last `tail_read`
+    /// bytes, both at depth 1. Returns the head (shorter if the object is). Afterwards the end of
+    /// the file is the object's size if the reader learnt it.
     pub(crate) async fn first(&self) -> Result<Bytes> {
         let len = self.opts.first_read.max(self.opts.block_size);
-        let bs = self.opts.block_size.max(1);
-        let tail = match self.reader.size_hint() {
-            Some(size) if self.opts.tail_read > 0 && size > len => {
-                let start = (size.saturating_sub(self.opts.tail_read).max(len) / bs) * bs;
-                Some((start, size - start))
-            }
-            _ => None,
-        };
+        let want_tail =
+            self.opts.tail_read > 0 && self.reader.size_hint().is_none_or(|size| size > len);
         let head = self.get(0, len, 1);
-        let data = match tail {
-            Some((start, n)) => {
-                let (data, t) = futures::future::try_join(head, self.get(start, n, 1)).await?;
-                self.insert(start, &t, 1);
-                data
-            }
-            None => head.await?,
+        let data = if want_tail {
+            let tail = async {
+                let (start, data) = self.reader.read_suffix(self.opts.tail_read).await?;
+                self.count(start, data.len() as u64, 1);
+                Ok::<_, Hdf5Error>((start, data))
+            };
+            let (data, (start, t)) = futures::future::try_join(head, tail).await?;
+            self.insert(start, &t, 1);
+            data
+        } else {
+            head.await?
         };
         self.insert(0, &data, 1);
+        if let Some(size) = self.reader.size_hint() {
+            self.set_eof(size);
+        }
         Ok(data)
+    }
+
+    /// Starts fetching the blocks the layout hints name (at depth 2, once the first read told
+    /// the object's size): they are marked in flight at once, so reads issued meanwhile wait for
+    /// them instead of fetching them again. The returned future does the GETs; run it
+    /// concurrently with the parse. Failures are ignored (the parse then reads for itself).
+    pub(crate) fn prefetch_hints(&self) -> impl std::future::Future<Output = ()> + '_ {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut owned: Vec<u64> = Vec::new();
+        if let (Some(h), Some(size)) = (&self.opts.hints, self.reader.size_hint()) {
+            let bs = self.opts.block_size.max(1);
+            let mut blocks: Vec<u64> = h
+                .ranges_for(size.min(self.eof()))
+                .into_iter()
+                .flat_map(|(o, l)| (o / bs)..=((o + l - 1) / bs))
+                .collect();
+            blocks.sort_unstable();
+            blocks.dedup();
+            let budget = self.opts.max_hinted_bytes / bs;
+            if let Ok(mut c) = self.cache.lock() {
+                for b in blocks {
+                    if owned.len() as u64 >= budget {
+                        break;
+                    }
+                    if c.blocks.contains_key(&b) || c.inflight.contains_key(&b) {
+                        continue;
+                    }
+                    c.inflight.insert(b, Vec::new());
+                    owned.push(b);
+                }
+            }
+            for b in &owned {
+                match runs.last_mut() {
+                    Some((_, last)) if *last + 1 == *b => *last = *b,
+                    _ => runs.push((*b, *b)),
+                }
+            }
+        }
+        async move {
+            let _inflight = Inflight {
+                cache: &self.cache,
+                blocks: &owned,
+            };
+            let bs = self.opts.block_size.max(1);
+            let eof = self.eof();
+            let gets = runs.iter().map(|(first, last)| {
+                let start = first * bs;
+                let stop = ((last + 1) * bs).min(eof);
+                async move { (start, self.get(start, stop.saturating_sub(start), 2).await) }
+            });
+            for (start, got) in futures::future::join_all(gets).await {
+                if let Ok(data) = got {
+                    self.insert(start, &data, 2);
+                }
+            }
+        }
     }
 
     async fn get(&self, offset: u64, len: u64, depth: u32) -> Result<Bytes> {
         let data = self.reader.read(offset, len).await?;
+        self.count(offset, data.len() as u64, depth);
+        Ok(data)
+    }
+
+    fn count(&self, offset: u64, len: u64, depth: u32) {
         if let Ok(mut s) = self.stats.lock() {
             s.gets += 1;
-            s.bytes += data.len() as u64;
+            s.bytes += len;
             s.round_trips = s.round_trips.max(depth);
-            s.requests.push(GetRecord {
-                offset,
-                len: data.len() as u64,
-                depth,
-            });
+            s.requests.push(GetRecord { offset, len, depth });
         }
-        Ok(data)
     }
 
     fn insert(&self, offset: u64, data: &Bytes, depth: u32) {
@@ -323,6 +525,20 @@ impl Fetcher {
         offset: u64,
         len: u64,
     ) -> Result<Bytes> {
+        self.read_ahead(depth, what, offset, len, 0).await
+    }
+
+    /// [`Self::read`], fetching at least `ahead` bytes from `offset` (up to the end of the file)
+    /// in the same request: for a structure's fixed-size head whose variable-size body follows
+    /// it, so that the body does not cost another round trip.
+    pub(crate) async fn read_ahead(
+        &self,
+        depth: &mut u32,
+        what: &str,
+        offset: u64,
+        len: u64,
+        ahead: u64,
+    ) -> Result<Bytes> {
         if len > self.opts.max_read {
             return Err(Hdf5Error::LimitExceeded {
                 what: "metadata read length",
@@ -359,43 +575,89 @@ impl Fetcher {
             s.structure_reads.push((offset, len));
         }
         let bs = self.opts.block_size.max(1);
-        let (b0, b1) = (offset / bs, (end - 1) / bs);
-        // Which blocks are missing, and when the cached ones became available.
-        let mut missing = Vec::new();
+        let fetch_end = end.max(offset.saturating_add(ahead).min(eof));
+        let (b0, b1) = (offset / bs, (fetch_end - 1) / bs);
+        let needed_last = (end - 1) / bs;
+        let next = *depth + 1;
+        // Up to two passes: blocks another read was already fetching are waited for, and
+        // fetched here only if that read failed.
+        for _pass in 0..2 {
+            let mut missing = Vec::new();
+            let mut waits = Vec::new();
+            {
+                let mut c = self
+                    .cache
+                    .lock()
+                    .map_err(|_| Hdf5Error::malformed("cache", "poisoned lock"))?;
+                for b in b0..=b1 {
+                    if c.blocks.contains_key(&b) {
+                        continue;
+                    }
+                    match c.inflight.get_mut(&b) {
+                        // Read-ahead blocks are not worth waiting for.
+                        Some(waiters) if b <= needed_last => {
+                            let (tx, rx) = futures::channel::oneshot::channel::<()>();
+                            waiters.push(tx);
+                            waits.push(rx);
+                        }
+                        Some(_) => {}
+                        None => {
+                            c.inflight.insert(b, Vec::new());
+                            missing.push(b);
+                        }
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                // However this read ends (done, failed or dropped), its blocks stop being in
+                // flight and the reads waiting for them wake up.
+                let _inflight = Inflight {
+                    cache: &self.cache,
+                    blocks: &missing,
+                };
+                // Contiguous runs of missing blocks, one GET each, concurrently.
+                let mut runs: Vec<(u64, u64)> = Vec::new();
+                for b in &missing {
+                    match runs.last_mut() {
+                        Some((_, last)) if *last + 1 == *b => *last = *b,
+                        _ => runs.push((*b, *b)),
+                    }
+                }
+                let gets = runs.iter().map(|(first, last)| {
+                    let start = first * bs;
+                    let stop = ((last + 1) * bs).min(eof);
+                    async move {
+                        let data = self.get(start, stop - start, next).await?;
+                        Ok::<_, Hdf5Error>((start, data))
+                    }
+                });
+                let got = futures::future::try_join_all(gets).await;
+                for (start, data) in got? {
+                    self.insert(start, &data, next);
+                }
+            }
+            for rx in waits {
+                let _ = rx.await;
+            }
+            let complete = self
+                .cache
+                .lock()
+                .is_ok_and(|c| (b0..=needed_last).all(|b| c.blocks.contains_key(&b)));
+            if complete {
+                break;
+            }
+        }
+        // Available once the last of its blocks is, and never before the read was issued.
         let mut avail = *depth;
         {
             let c = self
                 .cache
                 .lock()
                 .map_err(|_| Hdf5Error::malformed("cache", "poisoned lock"))?;
-            for b in b0..=b1 {
-                match c.blocks.get(&b) {
-                    Some((_, ready)) => avail = avail.max((*ready).min(*depth + 1)),
-                    None => missing.push(b),
+            for b in b0..=needed_last {
+                if let Some((_, ready)) = c.blocks.get(&b) {
+                    avail = avail.max(*ready);
                 }
-            }
-        }
-        if !missing.is_empty() {
-            let next = *depth + 1;
-            avail = avail.max(next);
-            // Contiguous runs of missing blocks, one GET each, concurrently.
-            let mut runs: Vec<(u64, u64)> = Vec::new();
-            for b in missing {
-                match runs.last_mut() {
-                    Some((_, last)) if *last + 1 == b => *last = b,
-                    _ => runs.push((b, b)),
-                }
-            }
-            let gets = runs.iter().map(|(first, last)| {
-                let start = first * bs;
-                let stop = ((last + 1) * bs).min(eof);
-                async move {
-                    let data = self.get(start, stop - start, next).await?;
-                    Ok::<_, Hdf5Error>((start, data))
-                }
-            });
-            for (start, data) in futures::future::try_join_all(gets).await? {
-                self.insert(start, &data, next);
             }
         }
         *depth = avail;
@@ -434,5 +696,186 @@ impl Fetcher {
             out.extend_from_slice(&slice_of(blk, s, e - s));
         }
         Ok(out.freeze())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A reader whose GETs take one scheduling turn (like a network request), so that reads
+    /// issued together overlap.
+    #[derive(Debug)]
+    struct Slow(MemReader);
+
+    #[async_trait]
+    impl RangeReader for Slow {
+        async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+            let mut yielded = false;
+            futures::future::poll_fn(|cx| {
+                if yielded {
+                    std::task::Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            self.0.read(offset, len).await
+        }
+
+        fn size_hint(&self) -> Option<u64> {
+            self.0.size_hint()
+        }
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn opts() -> ReadOptions {
+        ReadOptions {
+            first_read: 4096,
+            block_size: 4096,
+            ..ReadOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_block_wanted_by_two_reads_at_once_is_fetched_once() {
+        let reader = Arc::new(Slow(MemReader::new(data(64 * 1024))));
+        let f = Fetcher::new(reader.clone(), opts());
+        futures::executor::block_on(async {
+            f.first().await.unwrap();
+            let (mut d1, mut d2) = (1, 1);
+            let (a, b) = futures::future::join(
+                f.read(&mut d1, "a", 20_000, 100),
+                f.read(&mut d2, "b", 20_100, 100),
+            )
+            .await;
+            assert_eq!(a.unwrap()[..], data(64 * 1024)[20_000..20_100]);
+            assert_eq!(b.unwrap()[..], data(64 * 1024)[20_100..20_200]);
+            // Both available after the same single round trip.
+            assert_eq!((d1, d2), (2, 2));
+        });
+        let s = f.stats();
+        assert_eq!(s.gets, 2, "{:?}", s.requests);
+        assert_eq!(reader.0.counts().0, 2);
+        assert_eq!(s.round_trips, 2);
+    }
+
+    #[test]
+    fn cached_data_is_available_when_it_arrived_not_earlier() {
+        let f = Fetcher::new(Arc::new(MemReader::new(data(64 * 1024))), opts());
+        futures::executor::block_on(async {
+            f.first().await.unwrap();
+            let mut deep = 3;
+            f.read(&mut deep, "late", 30_000, 10).await.unwrap();
+            assert_eq!(deep, 4);
+            // A read issued at depth 1 finds the block, but only as it arrived (depth 4).
+            let mut d = 1;
+            f.read(&mut d, "cached", 30_010, 10).await.unwrap();
+            assert_eq!(d, 4);
+        });
+    }
+
+    #[test]
+    fn read_ahead_fetches_the_body_with_the_head() {
+        let f = Fetcher::new(Arc::new(MemReader::new(data(64 * 1024))), opts());
+        futures::executor::block_on(async {
+            f.first().await.unwrap();
+            let mut d = 1;
+            // A 16-byte head 40 bytes before a block boundary; 1 KiB ahead takes the next block.
+            f.read_ahead(&mut d, "head", 8192 - 40, 16, 1024)
+                .await
+                .unwrap();
+            let mut d2 = d;
+            f.read(&mut d2, "body", 8192 - 24, 600).await.unwrap();
+            assert_eq!((d, d2), (2, 2));
+        });
+        assert_eq!(f.stats().gets, 2);
+    }
+
+    #[test]
+    fn the_tail_read_shares_the_first_round_trip_and_tells_the_size() {
+        #[derive(Debug)]
+        struct NoSizeUntilRead {
+            inner: MemReader,
+            seen: std::sync::OnceLock<u64>,
+        }
+        #[async_trait]
+        impl RangeReader for NoSizeUntilRead {
+            async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+                let _ = self.seen.set(self.inner.size_hint().unwrap());
+                self.inner.read(offset, len).await
+            }
+            async fn read_suffix(&self, len: u64) -> Result<(u64, Bytes)> {
+                let size = self.inner.size_hint().unwrap();
+                let _ = self.seen.set(size);
+                let start = size.saturating_sub(len);
+                Ok((start, self.inner.read(start, len).await?))
+            }
+            fn size_hint(&self) -> Option<u64> {
+                self.seen.get().copied()
+            }
+        }
+        let reader = Arc::new(NoSizeUntilRead {
+            inner: MemReader::new(data(100_000)),
+            seen: std::sync::OnceLock::new(),
+        });
+        let f = Fetcher::new(
+            reader,
+            ReadOptions {
+                tail_read: 8192,
+                ..opts()
+            },
+        );
+        assert_eq!(f.eof(), u64::MAX);
+        futures::executor::block_on(async {
+            f.first().await.unwrap();
+            assert_eq!(f.eof(), 100_000);
+            let mut d = 1;
+            f.read(&mut d, "near the end", 99_000, 500).await.unwrap();
+            assert_eq!(d, 1, "the tail read already held it");
+        });
+        let s = f.stats();
+        assert_eq!((s.gets, s.round_trips), (2, 1));
+    }
+
+    #[test]
+    fn layout_hints_fetch_what_the_previous_object_needed_one_round_trip_early() {
+        let hints = Arc::new(LayoutHints::new());
+        let o = ReadOptions {
+            hints: Some(hints.clone()),
+            ..opts()
+        };
+        // A chain: a structure at 20 000 points to one near the end (relative to the end).
+        let walk = |size: usize| {
+            let f = Fetcher::new(Arc::new(MemReader::new(data(size))), o.clone());
+            futures::executor::block_on(async {
+                f.first().await.unwrap();
+                let ((), d) = futures::future::join(f.prefetch_hints(), async {
+                    let mut d = 1;
+                    f.read(&mut d, "first", 20_000, 64).await.unwrap();
+                    f.read(&mut d, "second", size as u64 - 3_000, 64)
+                        .await
+                        .unwrap();
+                    d
+                })
+                .await;
+                (d, f.stats())
+            })
+        };
+        let (d, stats) = walk(80_000);
+        assert_eq!(d, 3);
+        assert!(hints.is_empty());
+        hints.learn(&stats, 80_000, 4096, 0);
+        assert!(!hints.is_empty());
+        // The next object is longer: its end-relative structure moved with its end.
+        let (d, stats) = walk(90_000);
+        assert_eq!(d, 2, "{:?}", stats.requests);
+        assert_eq!(stats.round_trips, 2);
     }
 }

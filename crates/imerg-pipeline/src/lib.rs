@@ -18,4 +18,4 @@ pub use imerg_catalog::GranuleId;
 pub use imerg_refs::GranuleRefs;
 pub use ingestor::{Ingestor, Origin};
 pub use reason::{Outcome, Reason};
-pub use worker::{LocalWorker, Ranged, Worker, virtualize_url};
+pub use worker::{FetchCost, LocalWorker, Ranged, Worker, virtualize_url, virtualize_url_with};

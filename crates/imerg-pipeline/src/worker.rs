@@ -98,10 +98,17 @@ impl LocalWorker {
         r: &Ranged,
     ) -> Option<Result<GranuleRefs, IngestError>> {
         static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let (reader, object) = self.source.open_ranges(&id.key).await.ok()?;
+        let reader = self.source.ranges(&id.key);
+        // Size and version come from the first response (no HEAD request).
+        let object = imerg_refs::SourceObject {
+            url: self.source.url_of(&id.key),
+            etag: None,
+            last_modified: None,
+            size: 0,
+        };
         let t0 = Instant::now();
         let got = imerg_virtualize::virtualize_ranged(
-            reader,
+            reader.clone(),
             id.clone(),
             object,
             Arc::clone(&self.profile),
@@ -111,6 +118,9 @@ impl LocalWorker {
         metrics::histogram!(m::PARSE_SECONDS).record(t0.elapsed().as_secs_f64());
         let (refs, stats) = match got {
             Ok(x) => x,
+            // Not under this name: the whole-object path tries the other labels or calls it
+            // missing, as without ranged reads.
+            Err(_) if reader.not_found() => return None,
             Err(e) if e.falls_back() => {
                 metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
                 tracing::info!(key = %id.key, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
@@ -183,14 +193,88 @@ pub async fn virtualize_url(
     profile: Arc<ProductProfile>,
     input: &str,
 ) -> Result<GranuleRefs, IngestError> {
+    virtualize_url_with(profile, input, None)
+        .await
+        .map(|(g, _)| g)
+}
+
+/// How one granule's object was read, and what that cost (as the client counted it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchCost {
+    /// Read by ranges (true) or whole.
+    pub ranged: bool,
+    /// Why the ranged reader declined, when it did and the whole object was read after it.
+    pub fallback: Option<&'static str>,
+    pub gets: u64,
+    pub bytes: u64,
+    /// Dependent round trips of the ranged reads (1 for a whole-object GET).
+    pub round_trips: u32,
+}
+
+/// [`virtualize_url`], by ranged reads of the metadata when `ranged` is given (falling back to
+/// the whole object as the worker does), with what the reads cost.
+pub async fn virtualize_url_with(
+    profile: Arc<ProductProfile>,
+    input: &str,
+    ranged: Option<&imerg_virtualize::RangedOptions>,
+) -> Result<(GranuleRefs, FetchCost), IngestError> {
     let id = profile
         .parse_any(input)
         .map_err(|e| IngestError::new(Reason::NotAGranule, e.to_string()))?;
-    let r = fetch_then_parse(imerg_source::fetch_url(input), id, profile).await;
+    let mut cost = FetchCost::default();
+    if let Some(opts) = ranged {
+        let reader = imerg_source::ranges_url(input)
+            .map_err(|e| IngestError::new(reason_of(&e), e.to_string()))?;
+        let object = imerg_refs::SourceObject {
+            url: reader.url().to_string(),
+            etag: None,
+            last_modified: None,
+            size: 0,
+        };
+        let got = imerg_virtualize::virtualize_ranged(
+            reader.clone(),
+            id.clone(),
+            object,
+            Arc::clone(&profile),
+            opts,
+        )
+        .await;
+        match got {
+            Ok((refs, stats)) => {
+                metrics::counter!(m::GRANULES_VIRTUALIZED).increment(1);
+                let cost = FetchCost {
+                    ranged: true,
+                    fallback: None,
+                    gets: stats.gets,
+                    bytes: stats.bytes,
+                    round_trips: stats.round_trips,
+                };
+                return Ok((refs, cost));
+            }
+            Err(_) if reader.not_found() => {}
+            Err(e) if e.falls_back() => {
+                cost.fallback = Some(e.reason());
+                metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
+                tracing::info!(%input, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
+            }
+            Err(e) => {
+                let reason = Reason::from_label(e.reason());
+                metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
+                return Err(IngestError::new(reason, e.to_string()));
+            }
+        }
+    }
+    let fetched = imerg_source::fetch_url(input).await;
+    if let Ok(f) = &fetched {
+        cost.gets += 1;
+        cost.bytes += f.bytes.len() as u64;
+        cost.round_trips = 1;
+    }
+    let r = fetch_then_parse(async { fetched }, id, profile).await;
     if r.as_ref().is_err_and(IngestError::is_gap) {
         metrics::counter!(m::GRANULES_MISSING).increment(1);
     }
-    r
+    r.map(|g| (g, cost))
 }
 
 /// What a fetch error means for the granule.

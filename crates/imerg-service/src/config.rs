@@ -275,6 +275,14 @@ pub struct ServiceConfig {
     /// mismatch the whole object's references are used). 0 = never.
     #[arg(long, env = "IMERG_RANGED_VERIFY_ONE_IN", default_value_t = 100)]
     pub ranged_verify_one_in: u64,
+    /// With --ranged-reads, a granule whose metadata needs more dependent round trips than this
+    /// is fetched whole instead (imerg_ranged_fallbacks_total{reason="too_scattered"}).
+    #[arg(long, env = "IMERG_RANGED_MAX_ROUND_TRIPS", default_value_t = imerg_virtualize::RangedOptions::default().max_round_trips)]
+    pub ranged_max_round_trips: u32,
+    /// With --ranged-reads, a granule whose metadata needs more than this fraction of the
+    /// object's bytes is fetched whole instead (the reads stop as soon as they pass it).
+    #[arg(long, env = "IMERG_RANGED_MAX_FRACTION", default_value_t = imerg_virtualize::RangedOptions::default().max_fetched_fraction)]
+    pub ranged_max_fraction: f64,
     /// Run a reconciliation sweep this often (in the process with the api role): granules that
     /// exist at the source (or in CMR, with --cmr-url) over the trailing --reconcile-window but
     /// not in the store are ingested through the normal path; what is still missing is published
@@ -412,6 +420,14 @@ impl ServiceConfig {
         let roles = Roles::of(&self.roles);
         if roles == Roles::default() {
             return Err(invalid("--roles names no role"));
+        }
+        if self.ranged_max_fraction.is_nan()
+            || self.ranged_max_fraction <= 0.0
+            || self.ranged_max_round_trips == 0
+        {
+            return Err(invalid(
+                "--ranged-max-fraction must be above 0 and --ranged-max-round-trips at least 1",
+            ));
         }
         let source_text = match &self.source {
             Some(s) => s.clone(),
@@ -585,7 +601,17 @@ impl ServiceConfig {
             },
             cmr_url: self.cmr_url.clone(),
             ranged: self.ranged_reads.then(|| imerg_pipeline::Ranged {
-                options: imerg_virtualize::RangedOptions::default(),
+                options: {
+                    let mut o = imerg_virtualize::RangedOptions {
+                        max_round_trips: self.ranged_max_round_trips,
+                        max_fetched_fraction: self.ranged_max_fraction,
+                        ..Default::default()
+                    };
+                    // One producer's granules share a layout: start each read with the blocks
+                    // the previous granule needed.
+                    o.read.hints = Some(std::sync::Arc::new(imerg_hdf5::LayoutHints::new()));
+                    o
+                },
                 verify_one_in: self.ranged_verify_one_in,
             }),
         })

@@ -49,42 +49,121 @@ pub struct Fetched {
 pub use imerg_catalog::SourceLocation as SourceConfig;
 
 /// One object read by byte ranges (the ranged HDF5 metadata reader's view of a granule): each
-/// read is one GET of that range, pinned to the version the HEAD saw where the store supports it.
+/// read is one GET of that range. The first response tells the object's size and version (S3's
+/// `Content-Range` and `ETag`), so no HEAD request goes first; every later read is pinned to that
+/// version with `If-Match` where the store supports it, and a concurrent first read that saw
+/// another version fails (the object changed while it was read).
 #[derive(Debug)]
 pub struct ObjectRanges {
     store: Arc<dyn ObjectStore>,
     path: ObjPath,
+    url: String,
+    seen: std::sync::OnceLock<ObjectMeta>,
+    not_found: std::sync::atomic::AtomicBool,
+}
+
+/// The object as its first response described it.
+#[derive(Debug, Clone, PartialEq)]
+struct ObjectMeta {
     size: u64,
-    version: Option<String>,
+    etag: Option<String>,
+    last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl ObjectRanges {
+    fn new(store: Arc<dyn ObjectStore>, path: ObjPath, url: String) -> Self {
+        Self {
+            store,
+            path,
+            url,
+            seen: std::sync::OnceLock::new(),
+            not_found: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The URL the object's references point at.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object's identity, once a read has seen it.
+    pub fn object(&self) -> Option<SourceObject> {
+        self.seen.get().map(|m| SourceObject {
+            url: self.url.clone(),
+            etag: m.etag.clone(),
+            last_modified: Some(m.last_modified),
+            size: m.size,
+        })
+    }
+
+    /// Whether a read found no object at all (a gap or another name, not a reader problem).
+    pub fn not_found(&self) -> bool {
+        self.not_found.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn get(&self, range: object_store::GetRange) -> imerg_hdf5::Result<(u64, Bytes)> {
+        let described = range.to_string();
+        let io = |detail: String| imerg_hdf5::Hdf5Error::Io {
+            offset: 0,
+            len: 0,
+            detail: format!("{described}: {detail}"),
+        };
+        let pinned = self.seen.get();
+        let opts = object_store::GetOptions {
+            range: Some(range),
+            if_match: pinned.and_then(|m| m.etag.clone()),
+            ..Default::default()
+        };
+        let got = match self.store.get_opts(&self.path, opts).await {
+            Ok(got) => got,
+            Err(e) => {
+                if matches!(e, object_store::Error::NotFound { .. }) {
+                    self.not_found
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(io(e.to_string()));
+            }
+        };
+        let meta = ObjectMeta {
+            size: got.meta.size,
+            etag: got.meta.e_tag.clone(),
+            last_modified: got.meta.last_modified,
+        };
+        let seen = self.seen.get_or_init(|| meta.clone());
+        if seen.etag != meta.etag || seen.size != meta.size {
+            return Err(io("the object changed while it was read".into()));
+        }
+        let start = got.range.start;
+        let bytes = got.bytes().await.map_err(|e| io(e.to_string()))?;
+        Ok((start, bytes))
+    }
 }
 
 #[async_trait::async_trait]
 impl imerg_hdf5::RangeReader for ObjectRanges {
     async fn read(&self, offset: u64, len: u64) -> imerg_hdf5::Result<Bytes> {
-        let io = |detail: String| imerg_hdf5::Hdf5Error::Io {
-            offset,
-            len,
-            detail,
-        };
-        let end = offset.saturating_add(len).min(self.size);
+        let end = offset.saturating_add(len);
+        let end = self.seen.get().map_or(end, |m| end.min(m.size));
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let opts = object_store::GetOptions {
-            range: Some((offset..end).into()),
-            if_match: self.version.clone(),
-            ..Default::default()
-        };
-        let got = self
-            .store
-            .get_opts(&self.path, opts)
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        got.bytes().await.map_err(|e| io(e.to_string()))
+        Ok(self.get((offset..end).into()).await?.1)
+    }
+
+    async fn read_suffix(&self, len: u64) -> imerg_hdf5::Result<(u64, Bytes)> {
+        self.get(object_store::GetRange::Suffix(len)).await
     }
 
     fn size_hint(&self) -> Option<u64> {
-        Some(self.size)
+        self.seen.get().map(|m| m.size)
+    }
+
+    fn observed(&self) -> Option<imerg_hdf5::ObjectMeta> {
+        self.seen.get().map(|m| imerg_hdf5::ObjectMeta {
+            size: m.size,
+            version: m.etag.clone(),
+            modified_unix_nanos: m.last_modified.timestamp_nanos_opt(),
+        })
     }
 }
 
@@ -221,32 +300,39 @@ impl Source {
         Ok(out)
     }
 
-    /// The object at a bucket-relative key for byte-range reads: its identity (one HEAD request)
-    /// and a reader that fetches only the ranges asked for.
+    /// The object at a bucket-relative key for byte-range reads. No request is made until the
+    /// first read, whose response tells the object's size and version.
+    pub fn ranges(&self, key: &str) -> Arc<ObjectRanges> {
+        Arc::new(ObjectRanges::new(
+            Arc::clone(&self.store),
+            self.path_of(key),
+            self.url_of(key),
+        ))
+    }
+
+    /// The object at a bucket-relative key for byte-range reads, with its identity known up
+    /// front (one HEAD request): for tools that need the size before the first read.
     pub async fn open_ranges(
         &self,
         key: &str,
     ) -> Result<(Arc<ObjectRanges>, SourceObject), SourceError> {
-        let url = self.url_of(key);
-        let path = self.path_of(key);
+        let reader = self.ranges(key);
         let meta = self
             .store
-            .head(&path)
+            .head(&reader.path)
             .await
-            .map_err(|e| SourceError::from_store(&url, e))?;
-        let object = SourceObject {
-            url: url.clone(),
-            etag: meta.e_tag.clone(),
-            last_modified: Some(meta.last_modified),
+            .map_err(|e| SourceError::from_store(&reader.url, e))?;
+        let seen = ObjectMeta {
             size: meta.size,
+            etag: meta.e_tag,
+            last_modified: meta.last_modified,
         };
-        let reader = ObjectRanges {
-            store: Arc::clone(&self.store),
-            path,
-            size: meta.size,
-            version: meta.e_tag,
-        };
-        Ok((Arc::new(reader), object))
+        let _ = reader.seen.set(seen);
+        let object = reader.object().ok_or_else(|| SourceError::Unsupported {
+            url: reader.url.clone(),
+            reason: "no object identity".into(),
+        })?;
+        Ok((reader, object))
     }
 
     /// Fetches the whole object at a bucket-relative key.
@@ -304,6 +390,13 @@ fn resolve(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath, String), SourceE
         path,
         format!("file://{}", abs.display()),
     ))
+}
+
+/// An object given by URL (`s3://bucket/key`, `file:///abs/path`) or local path, for byte-range
+/// reads (no request until the first read).
+pub fn ranges_url(url: &str) -> Result<Arc<ObjectRanges>, SourceError> {
+    let (store, path, canonical) = resolve(url)?;
+    Ok(Arc::new(ObjectRanges::new(store, path, canonical)))
 }
 
 /// Fetches a whole object given by URL (`s3://bucket/key`, `file:///abs/path`) or local path.

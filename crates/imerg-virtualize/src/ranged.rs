@@ -58,35 +58,68 @@ impl Default for RangedOptions {
     }
 }
 
-/// A reader that refuses to fetch more than a byte budget (so a scattered granule stops early).
+/// A reader that refuses to fetch more than a fraction of the object (so a scattered granule
+/// stops early). The budget applies once the object's size is known (after the first read).
 #[derive(Debug)]
 struct BudgetReader {
     inner: Arc<dyn RangeReader>,
-    budget: u64,
+    /// Fraction of the object that may be fetched; 1.0 or more: no limit.
+    fraction: f64,
+    /// The size to assume when the storage does not say (from the notification).
+    size: Option<u64>,
     wanted: AtomicU64,
     exceeded: AtomicBool,
+}
+
+impl BudgetReader {
+    fn size(&self) -> Option<u64> {
+        self.inner.size_hint().or(self.size)
+    }
+
+    fn budget(&self) -> u64 {
+        match self.size() {
+            // Rounded down; the fraction is a configuration value, not file data.
+            Some(size) if self.fraction < 1.0 => (self.fraction.max(0.0) * size as f64) as u64,
+            _ => u64::MAX,
+        }
+    }
+
+    fn take(&self, offset: u64, len: u64) -> imerg_hdf5::Result<()> {
+        let wanted = self
+            .wanted
+            .fetch_add(len, Ordering::Relaxed)
+            .saturating_add(len);
+        let budget = self.budget();
+        if wanted > budget {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return Err(Hdf5Error::Io {
+                offset,
+                len,
+                detail: format!("byte budget of {budget} exceeded"),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl RangeReader for BudgetReader {
     async fn read(&self, offset: u64, len: u64) -> imerg_hdf5::Result<bytes::Bytes> {
-        let wanted = self
-            .wanted
-            .fetch_add(len, Ordering::Relaxed)
-            .saturating_add(len);
-        if wanted > self.budget {
-            self.exceeded.store(true, Ordering::Relaxed);
-            return Err(Hdf5Error::Io {
-                offset,
-                len,
-                detail: format!("byte budget of {} exceeded", self.budget),
-            });
-        }
+        self.take(offset, len)?;
         self.inner.read(offset, len).await
     }
 
+    async fn read_suffix(&self, len: u64) -> imerg_hdf5::Result<(u64, bytes::Bytes)> {
+        self.take(u64::MAX, len)?;
+        self.inner.read_suffix(len).await
+    }
+
     fn size_hint(&self) -> Option<u64> {
-        self.inner.size_hint()
+        self.size()
+    }
+
+    fn observed(&self) -> Option<imerg_hdf5::ObjectMeta> {
+        self.inner.observed()
     }
 }
 
@@ -103,103 +136,58 @@ pub async fn virtualize_ranged(
     opts: &RangedOptions,
 ) -> Result<(GranuleRefs, FetchStats), VirtualizeError> {
     let key = id.key.clone();
-    let size = reader
-        .size_hint()
-        .or((object.size > 0).then_some(object.size))
-        .ok_or_else(|| VirtualizeError::RangedUnsupported {
-            key: key.clone(),
-            detail: "the object's size is unknown".into(),
-        })?;
-    let budget = if opts.max_fetched_fraction >= 1.0 {
-        u64::MAX
-    } else {
-        // Rounded down; the fraction is a configuration value, not file data.
-        (opts.max_fetched_fraction.max(0.0) * size as f64) as u64
-    };
     let budget_reader = Arc::new(BudgetReader {
         inner: reader,
-        budget,
+        fraction: opts.max_fetched_fraction,
+        size: (object.size > 0).then_some(object.size),
         wanted: AtomicU64::new(0),
         exceeded: AtomicBool::new(false),
     });
+    let over_budget = || budget_reader.exceeded.load(Ordering::Relaxed);
+    let opened = Hdf5File::open(budget_reader.clone(), opts.read.clone()).await;
+    // The object's size and version: from the first read's response where the storage gives
+    // them (no HEAD request first), else from what the caller knew.
+    let mut object = object;
+    if let Some(seen) = budget_reader.observed() {
+        object.size = seen.size;
+        if seen.version.is_some() {
+            object.etag = seen.version;
+        }
+        if let Some(ns) = seen.modified_unix_nanos {
+            object.last_modified = Some(chrono::DateTime::from_timestamp_nanos(ns));
+        }
+    }
+    let size = object.size;
     let scattered = |round_trips: u32| VirtualizeError::TooScattered {
         key: key.clone(),
         round_trips,
         bytes: budget_reader.wanted.load(Ordering::Relaxed),
         size,
     };
-    let over_budget = || budget_reader.exceeded.load(Ordering::Relaxed);
     let ctx = ErrCtx {
         key: key.clone(),
         size,
     };
-
-    let file = match Hdf5File::open(budget_reader.clone(), opts.read.clone()).await {
+    let file = match opened {
         Ok(f) => f,
         Err(_) if over_budget() => return Err(scattered(1)),
         Err(e) => return Err(ctx.map(&e, &key)),
     };
-    let group_path = format!("/{}", profile.layout.group.trim_matches('/'));
-    let links = match file.links(&group_path).await {
-        Ok(links) => Some(links),
-        Err(Hdf5Error::NotFound { .. }) => None,
-        Err(_) if over_budget() => return Err(scattered(file.stats().round_trips)),
-        Err(e) => return Err(ctx.map(&e, &profile.layout.group)),
-    };
-
-    let mut group = None;
-    if let Some(links) = links {
-        // Every link counts as present (as for libhdf5); only hard links are read, so a soft or
-        // external link the builder asks for falls back (`RangedUnsupported`).
-        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
-        let wanted: Vec<&str> = COORDINATES
-            .iter()
-            .copied()
-            .chain(profile.layout.variables.iter().map(|v| v.name.as_str()))
-            .filter(|n| {
-                links
-                    .iter()
-                    .any(|l| l.name == *n && matches!(l.target, LinkTarget::Hard(_)))
-            })
-            .collect();
-        let infos = futures::future::join_all(wanted.iter().map(|name| {
-            let file = &file;
-            let path = format!("{group_path}/{name}");
-            async move { file.dataset(&path).await }
-        }))
-        .await;
-        let datasets: BTreeMap<String, imerg_hdf5::Result<DatasetInfo>> =
-            wanted.iter().map(|n| n.to_string()).zip(infos).collect();
-        let stats = file.stats();
-        if over_budget() || stats.round_trips > opts.max_round_trips {
-            return Err(scattered(stats.round_trips));
-        }
-
-        // The coordinates' values, one concurrent wave after the metadata.
-        let after = stats.round_trips;
-        let coords: Vec<(&String, &DatasetInfo)> = datasets
-            .iter()
-            .filter(|(n, _)| COORDINATES.contains(&n.as_str()))
-            .filter_map(|(n, r)| r.as_ref().ok().map(|i| (n, i)))
-            .collect();
-        let values = futures::future::join_all(
-            coords
-                .iter()
-                .map(|(_, info)| read_values(&file, info, after)),
-        )
-        .await;
-        let data: BTreeMap<String, Result<Vec<u8>, DataError>> = coords
-            .iter()
-            .map(|(n, _)| (*n).clone())
-            .zip(values)
-            .collect();
-        group = Some(RangedGroup {
-            ctx: ctx.clone(),
-            links: names,
-            datasets,
-            data,
+    if size == 0 {
+        return Err(VirtualizeError::RangedUnsupported {
+            key: key.clone(),
+            detail: "the object's size is unknown".into(),
         });
     }
+    // The parse, and concurrently the blocks earlier granules needed after their first read.
+    let prefetch = file.prefetch_hints();
+    let parse = read_group(&file, &profile, &ctx);
+    let (group, ()) = futures::future::join(parse, prefetch).await;
+    let group = match group {
+        Ok(g) => g,
+        Err(_) if over_budget() => return Err(scattered(file.stats().round_trips)),
+        Err(e) => return Err(e),
+    };
     let stats = file.stats();
     let fetched_too_much = (stats.bytes as f64) > opts.max_fetched_fraction * size as f64;
     if over_budget() || stats.round_trips > opts.max_round_trips || fetched_too_much {
@@ -210,7 +198,67 @@ pub async fn virtualize_ranged(
         group,
     };
     let refs = build_granule(&granule, size, &id, &object, &profile)?;
+    if let Some(hints) = &opts.read.hints {
+        hints.learn(&stats, size, opts.read.first_read, opts.read.tail_read);
+    }
     Ok((refs, stats))
+}
+
+/// The product's group: its links, the datasets the builder needs, and the coordinates'
+/// values, each dataset in its own chain of reads (a coordinate's values are read as soon as its
+/// own chunk index is known). `None` if the file has no such group.
+async fn read_group(
+    file: &Hdf5File,
+    profile: &ProductProfile,
+    ctx: &ErrCtx,
+) -> Result<Option<RangedGroup>, VirtualizeError> {
+    let group_path = format!("/{}", profile.layout.group.trim_matches('/'));
+    let links = match file.links(&group_path).await {
+        Ok(links) => links,
+        Err(Hdf5Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(ctx.map(&e, &profile.layout.group)),
+    };
+    // Every link counts as present (as for libhdf5); only hard links are read, so a soft or
+    // external link the builder asks for falls back (`RangedUnsupported`).
+    let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+    let wanted: Vec<&str> = COORDINATES
+        .iter()
+        .copied()
+        .chain(profile.layout.variables.iter().map(|v| v.name.as_str()))
+        .filter(|n| {
+            links
+                .iter()
+                .any(|l| l.name == *n && matches!(l.target, LinkTarget::Hard(_)))
+        })
+        .collect();
+    let read = futures::future::join_all(wanted.iter().map(|name| {
+        let path = format!("{group_path}/{name}");
+        async move {
+            let info = file.dataset(&path).await;
+            let values = match &info {
+                Ok(i) if COORDINATES.contains(name) => {
+                    Some(read_values(file, i, i.located_at).await)
+                }
+                _ => None,
+            };
+            (name.to_string(), info, values)
+        }
+    }))
+    .await;
+    let mut datasets: BTreeMap<String, imerg_hdf5::Result<DatasetInfo>> = BTreeMap::new();
+    let mut data: BTreeMap<String, Result<Vec<u8>, DataError>> = BTreeMap::new();
+    for (name, info, values) in read {
+        if let Some(v) = values {
+            data.insert(name.clone(), v);
+        }
+        datasets.insert(name, info);
+    }
+    Ok(Some(RangedGroup {
+        ctx: ctx.clone(),
+        links: names,
+        datasets,
+        data,
+    }))
 }
 
 /// What error mapping needs: the key and the object's size.
@@ -562,7 +610,7 @@ impl VariableSource for RangedVar<'_> {
 }
 
 /// Reads and decodes all values of a dataset (element bytes in the file's byte order), as one
-/// wave of reads issued after round trip `after`.
+/// wave of reads issued after round trip `after` (when the dataset's chunks were located).
 async fn read_values(
     file: &Hdf5File,
     info: &DatasetInfo,

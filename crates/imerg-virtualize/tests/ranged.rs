@@ -418,11 +418,23 @@ fn unknown_size_is_ranged_unsupported() {
             self.0.read(offset, len).await
         }
     }
+    // A good granule from storage that tells no size, asked for with no size known.
+    let dir = tempfile::tempdir().unwrap();
     let p = ProductProfile::final_v07b();
-    let reader: Arc<dyn RangeReader> = Arc::new(NoSize(MemReader::new(vec![0u8; 16])));
-    let err = ranged_with(reader, &bad_id(), 0, &p, &generous()).unwrap_err();
+    let (bytes, id) = synth(
+        dir.path(),
+        &p,
+        "2003-07-14T13:30:00Z",
+        &SynthOptions::default(),
+    );
+    let reader: Arc<dyn RangeReader> = Arc::new(NoSize(MemReader::new(bytes)));
+    let err = ranged_with(reader, &id, 0, &p, &generous()).unwrap_err();
     assert_eq!(err.reason(), "ranged_unsupported");
     assert!(err.falls_back());
+    // Bytes that are no HDF5 at all are a verdict, whatever the size.
+    let reader: Arc<dyn RangeReader> = Arc::new(NoSize(MemReader::new(vec![0u8; 16])));
+    let err = ranged_with(reader, &bad_id(), 0, &p, &generous()).unwrap_err();
+    assert_eq!(err.reason(), "not_hdf5");
 }
 
 /// Coordinates stored contiguous and compact (not chunked as the generator writes them), string

@@ -1,5 +1,7 @@
 //! `imerg-ingest virtualize`: prints the exact virtual references of granule files or URLs, as
-//! one JSON object per granule per line (`--json`) or a short summary.
+//! one JSON object per granule per line (`--json`) or a short summary. `--ranged-reads` reads
+//! only the metadata (as `serve --ranged-reads` does), `--concurrency` keeps several granules in
+//! flight; each JSON line then says what its reads cost (`fetch`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -15,6 +17,22 @@ pub struct Args {
     /// One JSON object per granule per line (errors as {"key", "error", "reason"}).
     #[arg(long)]
     json: bool,
+    /// Read only the HDF5 metadata by byte ranges (falling back to the whole object when the
+    /// ranged reader declines), as `serve --ranged-reads`.
+    #[arg(long)]
+    ranged_reads: bool,
+    /// Granules virtualized at once (output keeps the input order).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Bytes of the ranged reader's first read from offset 0.
+    #[arg(long, default_value_t = imerg_hdf5::ReadOptions::default().first_read)]
+    first_read: u64,
+    /// Bytes read from the object's end in the same round trip as the first read (0: none).
+    #[arg(long, default_value_t = imerg_hdf5::ReadOptions::default().tail_read)]
+    tail_read: u64,
+    /// Do not remember where the previous granules kept their metadata (layout hints).
+    #[arg(long)]
+    no_layout_hints: bool,
     /// Granule files (local paths or file:// URLs) or s3:// URLs.
     #[arg(required = true, value_name = "PATH_OR_URL")]
     inputs: Vec<String>,
@@ -52,14 +70,46 @@ fn reason_label(r: Reason) -> &'static str {
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
+    use futures::StreamExt as _;
     let profile = Arc::new(profile);
+    let ranged = args.ranged_reads.then(|| {
+        let mut o = imerg_virtualize::RangedOptions::default();
+        o.read.first_read = args.first_read;
+        o.read.tail_read = args.tail_read;
+        if !args.no_layout_hints {
+            o.read.hints = Some(Arc::new(imerg_hdf5::LayoutHints::new()));
+        }
+        o
+    });
     let mut failed = 0usize;
     super::block_on(async {
         let mut out = std::io::stdout().lock();
-        for input in &args.inputs {
-            let line = match imerg_pipeline::virtualize_url(Arc::clone(&profile), input).await {
-                Ok(g) if args.json => granule_json(&g).to_string(),
-                Ok(g) => {
+        let mut results = futures::stream::iter(args.inputs.iter())
+            .map(|input| {
+                let profile = Arc::clone(&profile);
+                let ranged = ranged.as_ref();
+                async move {
+                    let t0 = std::time::Instant::now();
+                    let r = imerg_pipeline::virtualize_url_with(profile, input, ranged).await;
+                    (input, r, t0.elapsed())
+                }
+            })
+            .buffered(usize::from(args.concurrency));
+        while let Some((input, result, took)) = results.next().await {
+            let line = match result {
+                Ok((g, cost)) if args.json => {
+                    let mut v = granule_json(&g);
+                    v["fetch"] = json!({
+                        "mode": if cost.ranged { "ranged" } else { "whole" },
+                        "fallback": cost.fallback,
+                        "gets": cost.gets,
+                        "bytes": cost.bytes,
+                        "round_trips": cost.round_trips,
+                        "seconds": took.as_secs_f64(),
+                    });
+                    v.to_string()
+                }
+                Ok((g, _)) => {
                     let per: Vec<String> = g
                         .variables
                         .iter()

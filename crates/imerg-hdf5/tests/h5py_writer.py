@@ -1,6 +1,8 @@
 """Writes IMERG-like HDF5 files with h5py (a writer other than hdf5-metno) and prints, as JSON,
 what h5py/libhdf5 report for every dataset: shape, dtype, chunk shape, filters and the chunk table
-(dataset.id.get_chunk_info). Usage: h5py_writer.py OUT.h5 LIBVER   (earliest | v110 | latest)."""
+(dataset.id.get_chunk_info). Usage: h5py_writer.py OUT.h5 LIBVER [TIME [SEED]]
+(LIBVER: earliest | v110 | latest; TIME: the granule's start in seconds after the GPS epoch,
+default 675000000; SEED: the random fields' seed, default 7)."""
 import json
 import sys
 
@@ -9,7 +11,8 @@ import numpy as np
 
 out, libver = sys.argv[1], sys.argv[2]
 bounds = "earliest" if libver == "earliest" else (libver, libver) if libver == "v110" else "latest"
-rng = np.random.default_rng(7)
+t0 = int(sys.argv[3]) if len(sys.argv) > 3 else 675000000
+rng = np.random.default_rng(int(sys.argv[4]) if len(sys.argv) > 4 else 7)
 lon = np.linspace(-179.95, 179.95, 3600, dtype=np.float32)
 lat = np.linspace(-89.95, 89.95, 1800, dtype=np.float32)
 
@@ -44,10 +47,10 @@ with h5py.File(out, "w", libver=bounds) as f:
     g.create_dataset("lat", data=lat, chunks=(1800,))
     g.create_dataset("lon_bnds", data=np.stack([lon - 0.05, lon + 0.05], 1), chunks=(3600, 2))
     g.create_dataset("lat_bnds", data=np.stack([lat - 0.05, lat + 0.05], 1), chunks=(1800, 2))
-    t = g.create_dataset("time", data=np.array([675000000], np.int32), chunks=(32,), maxshape=(None,))
+    t = g.create_dataset("time", data=np.array([t0], np.int32), chunks=(32,), maxshape=(None,))
     t.attrs["units"] = "seconds since 1980-01-06 00:00:00 UTC"
     t.attrs["calendar"] = "julian"
-    g.create_dataset("time_bnds", data=np.array([[675000000, 675001800]], np.int32), chunks=(32, 2), maxshape=(None, 2))
+    g.create_dataset("time_bnds", data=np.array([[t0, t0 + 1800]], np.int32), chunks=(32, 2), maxshape=(None, 2))
     for dim in ["nv", "lonv", "latv"]:
         g.create_dataset(dim, shape=(2,), dtype=np.int32)
     # Index types beyond IMERG's.

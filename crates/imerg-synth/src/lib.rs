@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use hdf5::types::VarLenUnicode;
 use imerg_catalog::{ProductProfile, TimeRange};
 
-pub use data::{Field, granule_field, grid_centres, mix};
+pub use data::{Field, granule_field, grid_centres, mix, realistic_field};
 
 /// GPS epoch, the origin of IMERG's `time` values.
 pub fn gps_epoch() -> DateTime<Utc> {
@@ -79,6 +79,9 @@ pub struct SynthOptions {
     pub omit_variables: Vec<String>,
     /// Shift all longitudes by this many degrees (tests of coordinate mismatch).
     pub lon_shift: f32,
+    /// Cell-level noise so that granules have real IMERG's size (8-12 MB instead of ~1 MB):
+    /// see [`data::realistic_field`]. Slower to write.
+    pub realistic: bool,
 }
 
 impl Default for SynthOptions {
@@ -92,6 +95,7 @@ impl Default for SynthOptions {
             precipitation_lon_chunk: None,
             omit_variables: Vec::new(),
             lon_shift: 0.0,
+            realistic: false,
         }
     }
 }
@@ -311,7 +315,11 @@ fn write_hdf5(
         if let (true, Some(c)) = (var.name == "precipitation", opts.precipitation_lon_chunk) {
             chunk[1] = c as usize;
         }
-        let field = granule_field(&var.name, time_index, n_lon, n_lat);
+        let field = if opts.realistic {
+            realistic_field(&var.name, time_index, n_lon, n_lat)
+        } else {
+            granule_field(&var.name, time_index, n_lon, n_lat)
+        };
         let typed = match field {
             Field::F32(_) => grid.new_dataset::<f32>(),
             Field::I16(_) => grid.new_dataset::<i16>(),

@@ -33,6 +33,9 @@ pub struct Args {
     /// this selects the fixed-array chunk index.
     #[arg(long)]
     fixed_time: bool,
+    /// Noisy fields that compress like real IMERG (8-12 MB granules instead of ~1 MB; slower).
+    #[arg(long)]
+    realistic: bool,
     /// Parallel writers (HDF5 itself is serialized; data generation runs in parallel).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -45,6 +48,7 @@ pub fn run(profile: &ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         shuffle: args.shuffle,
         format: args.hdf5_format,
         unlimited_time: !args.fixed_time,
+        realistic: args.realistic,
         ..Default::default()
     };
     let granules: Vec<_> = profile.expected(range).collect();

@@ -96,8 +96,16 @@ pub fn decode_chunk(
     for codec in codecs.iter().rev() {
         data = match codec {
             Codec::Zlib { .. } => {
+                // Stored bytes come from outside: inflate at most one byte more than a chunk
+                // can hold (a deflate bomb then fails the size check instead of exhausting
+                // memory).
                 let mut out = Vec::with_capacity(expected_len);
-                flate2::read::ZlibDecoder::new(&data[..]).read_to_end(&mut out)?;
+                let limit = u64::try_from(expected_len)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(1);
+                flate2::read::ZlibDecoder::new(&data[..])
+                    .take(limit)
+                    .read_to_end(&mut out)?;
                 out
             }
             Codec::Shuffle { elementsize } => unshuffle(&data, *elementsize as usize),
@@ -139,6 +147,29 @@ fn unshuffle(data: &[u8], elementsize: usize) -> Vec<u8> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A deflate bomb (a few KB inflating to 256 MiB) stops at the chunk's size plus one byte:
+    /// a size error, not an allocation of what the stream claims.
+    #[test]
+    fn a_deflate_bomb_is_cut_at_the_chunk_size() {
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let stored = enc.finish().unwrap();
+        assert!(stored.len() < 512 * 1024, "{}", stored.len());
+        let codecs = [
+            Codec::Bytes {
+                endian: Endian::Little,
+            },
+            Codec::Zlib { level: 9 },
+        ];
+        match decode_chunk(&codecs, &stored, 4, 4000) {
+            Err(CodecError::Size { got, expected }) => assert_eq!((got, expected), (4001, 4000)),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn decodes_shuffled_zlib() {

@@ -45,6 +45,9 @@ labels! {
         Source => "source",
         /// Fetching failed in a way that may pass (network, throttling, 5xx, timeouts).
         Transient => "transient",
+        /// The object is bigger than any granule (`--max-object-bytes`): refused before its
+        /// body is read.
+        TooLarge => "too_large",
         NotHdf5 => "not_hdf5",
         Truncated => "truncated",
         Unreadable => "unreadable",

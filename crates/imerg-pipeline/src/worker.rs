@@ -118,9 +118,10 @@ impl LocalWorker {
         metrics::histogram!(m::PARSE_SECONDS).record(t0.elapsed().as_secs_f64());
         let (refs, stats) = match got {
             Ok(x) => x,
-            // Not under this name: the whole-object path tries the other labels or calls it
-            // missing, as without ranged reads.
-            Err(_) if reader.not_found() => return None,
+            // Not under this name, or too large: the whole-object path tries the other labels
+            // or calls it missing, or refuses it (without reading its body), as without ranged
+            // reads.
+            Err(_) if reader.not_found() || reader.too_large() => return None,
             Err(e) if e.falls_back() => {
                 metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
                 tracing::info!(key = %id.key, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
@@ -251,7 +252,7 @@ pub async fn virtualize_url_with(
                 };
                 return Ok((refs, cost));
             }
-            Err(_) if reader.not_found() => {}
+            Err(_) if reader.not_found() || reader.too_large() => {}
             Err(e) if e.falls_back() => {
                 cost.fallback = Some(e.reason());
                 metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
@@ -281,6 +282,7 @@ pub async fn virtualize_url_with(
 fn reason_of(e: &SourceError) -> Reason {
     match e {
         SourceError::NotFound { .. } => Reason::NotFound,
+        SourceError::TooLarge { .. } => Reason::TooLarge,
         SourceError::Unsupported { .. } => Reason::Source,
         _ => Reason::Transient,
     }
@@ -296,7 +298,14 @@ async fn fetch_then_parse(
     let fetched = match fetch.await {
         Ok(f) => f,
         // A missing object is counted by the caller, once every name was tried.
-        Err(e) => return Err(IngestError::new(reason_of(&e), format!("{}: {e}", id.key))),
+        Err(e) => {
+            let reason = reason_of(&e);
+            if reason == Reason::TooLarge {
+                metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
+                tracing::warn!(key = %id.key, %reason, error = %e, "granule rejected");
+            }
+            return Err(IngestError::new(reason, format!("{}: {e}", id.key)));
+        }
     };
     metrics::histogram!(m::FETCH_SECONDS).record(t0.elapsed().as_secs_f64());
     metrics::counter!(m::BYTES_FETCHED).increment(fetched.bytes.len() as u64);

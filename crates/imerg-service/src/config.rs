@@ -275,6 +275,10 @@ pub struct ServiceConfig {
     /// mismatch the whole object's references are used). 0 = never.
     #[arg(long, env = "IMERG_RANGED_VERIFY_ONE_IN", default_value_t = 100)]
     pub ranged_verify_one_in: u64,
+    /// Largest source object read, in bytes: a bigger one (no IMERG granule is over ~20 MB) is
+    /// rejected as `too_large` before its body is read.
+    #[arg(long, env = "IMERG_MAX_OBJECT_BYTES", default_value_t = imerg_source::DEFAULT_MAX_OBJECT_BYTES)]
+    pub max_object_bytes: u64,
     /// With --ranged-reads, a granule whose metadata needs more dependent round trips than this
     /// is fetched whole instead (imerg_ranged_fallbacks_total{reason="too_scattered"}).
     #[arg(long, env = "IMERG_RANGED_MAX_ROUND_TRIPS", default_value_t = imerg_virtualize::RangedOptions::default().max_round_trips)]
@@ -343,6 +347,8 @@ pub struct Settings {
     pub profile: ProductProfile,
     pub roles: Roles,
     pub source: SourceLocation,
+    /// Largest source object read (bytes).
+    pub max_object_bytes: u64,
     pub repo: RepoLocation,
     pub worker_addr: Option<String>,
     pub committer_addr: Option<String>,
@@ -420,6 +426,9 @@ impl ServiceConfig {
         let roles = Roles::of(&self.roles);
         if roles == Roles::default() {
             return Err(invalid("--roles names no role"));
+        }
+        if self.max_object_bytes == 0 {
+            return Err(invalid("--max-object-bytes must be above 0"));
         }
         if self.ranged_max_fraction.is_nan()
             || self.ranged_max_fraction <= 0.0
@@ -574,6 +583,7 @@ impl ServiceConfig {
             profile: self.profile.clone(),
             roles,
             source,
+            max_object_bytes: self.max_object_bytes,
             repo,
             worker_addr: self.worker_addr.clone(),
             committer_addr: self.committer_addr.clone(),

@@ -141,7 +141,8 @@ impl Service {
             earthdata
                 .clone()
                 .map(|p| p as imerg_source::CredentialProvider),
-        )?;
+        )?
+        .with_max_object_bytes(settings.max_object_bytes);
         let repo = &settings.repo;
         let dataset = if roles.committer {
             let container = SourceContainer::from_location(&settings.source)

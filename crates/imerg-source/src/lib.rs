@@ -18,6 +18,9 @@ pub enum SourceError {
     NotFound { url: String },
     #[error("{url}: unsupported source URL ({reason})")]
     Unsupported { url: String, reason: String },
+    /// Larger than any granule: refused before its body is read.
+    #[error("{url}: the object has {size} bytes, more than the limit of {limit}")]
+    TooLarge { url: String, size: u64, limit: u64 },
     #[error("{url}: {source}")]
     Store {
         url: String,
@@ -36,6 +39,22 @@ impl SourceError {
             },
         }
     }
+}
+
+/// Default cap of an object's size (IMERG granules are 8-17 MB): a bigger object is refused
+/// before its body is read (`SourceError::TooLarge`).
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The size check of every read: whole objects and ranged reads alike.
+fn check_size(url: &str, size: u64, limit: u64) -> Result<(), SourceError> {
+    if size > limit {
+        return Err(SourceError::TooLarge {
+            url: url.to_string(),
+            size,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// An object's bytes and identity.
@@ -60,6 +79,8 @@ pub struct ObjectRanges {
     url: String,
     seen: std::sync::OnceLock<ObjectMeta>,
     not_found: std::sync::atomic::AtomicBool,
+    max_size: u64,
+    too_large: std::sync::atomic::AtomicBool,
 }
 
 /// The object as its first response described it.
@@ -71,14 +92,22 @@ struct ObjectMeta {
 }
 
 impl ObjectRanges {
-    fn new(store: Arc<dyn ObjectStore>, path: ObjPath, url: String) -> Self {
+    fn new(store: Arc<dyn ObjectStore>, path: ObjPath, url: String, max_size: u64) -> Self {
         Self {
             store,
             path,
             url,
             seen: std::sync::OnceLock::new(),
             not_found: std::sync::atomic::AtomicBool::new(false),
+            max_size,
+            too_large: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the first response showed an object over the size limit (the reads stop there;
+    /// the whole-object path gives the verdict, `TooLarge`, without reading the body either).
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The URL the object's references point at.
@@ -129,6 +158,11 @@ impl ObjectRanges {
             etag: got.meta.e_tag.clone(),
             last_modified: got.meta.last_modified,
         };
+        if let Err(e) = check_size(&self.url, meta.size, self.max_size) {
+            self.too_large
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(io(e.to_string()));
+        }
         let seen = self.seen.get_or_init(|| meta.clone());
         if seen.etag != meta.etag || seen.size != meta.size {
             return Err(io("the object changed while it was read".into()));
@@ -179,6 +213,8 @@ pub struct Source {
     prefix: String,
     /// URL of the source root, ending in `/`: references point at `url_prefix + key`.
     url_prefix: String,
+    /// Largest object read ([`DEFAULT_MAX_OBJECT_BYTES`] unless set).
+    max_object_bytes: u64,
 }
 
 impl Source {
@@ -200,6 +236,7 @@ impl Source {
                     store: Arc::new(LocalFileSystem::new()),
                     prefix: abs.to_string_lossy().trim_matches('/').to_string(),
                     url_prefix,
+                    max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
                 })
             }
             SourceConfig::S3 {
@@ -243,9 +280,16 @@ impl Source {
                     store: Arc::new(store),
                     prefix,
                     url_prefix,
+                    max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
                 })
             }
         }
+    }
+
+    /// Refuses objects over `limit` bytes (`SourceError::TooLarge`), before reading their body.
+    pub fn with_max_object_bytes(mut self, limit: u64) -> Self {
+        self.max_object_bytes = limit;
+        self
     }
 
     /// URL of the source root, ending in `/`.
@@ -307,6 +351,7 @@ impl Source {
             Arc::clone(&self.store),
             self.path_of(key),
             self.url_of(key),
+            self.max_object_bytes,
         ))
     }
 
@@ -343,6 +388,8 @@ impl Source {
             .get(&self.path_of(key))
             .await
             .map_err(|e| SourceError::from_store(&url, e))?;
+        // The response head tells the size: an oversized body is never read.
+        check_size(&url, got.meta.size, self.max_object_bytes)?;
         let meta = got.meta.clone();
         let bytes = got
             .bytes()
@@ -396,7 +443,12 @@ fn resolve(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath, String), SourceE
 /// reads (no request until the first read).
 pub fn ranges_url(url: &str) -> Result<Arc<ObjectRanges>, SourceError> {
     let (store, path, canonical) = resolve(url)?;
-    Ok(Arc::new(ObjectRanges::new(store, path, canonical)))
+    Ok(Arc::new(ObjectRanges::new(
+        store,
+        path,
+        canonical,
+        DEFAULT_MAX_OBJECT_BYTES,
+    )))
 }
 
 /// Fetches a whole object given by URL (`s3://bucket/key`, `file:///abs/path`) or local path.
@@ -407,6 +459,7 @@ pub async fn fetch_url(url: &str) -> Result<Fetched, SourceError> {
         .get(&path)
         .await
         .map_err(|e| SourceError::from_store(url, e))?;
+    check_size(url, got.meta.size, DEFAULT_MAX_OBJECT_BYTES)?;
     let meta = got.meta.clone();
     let bytes = got
         .bytes()
@@ -450,6 +503,33 @@ mod tests {
             s.fetch("GPM_L3/x/none").await,
             Err(SourceError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_object_over_the_limit_is_too_large_for_both_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), vec![7u8; 5000]).unwrap();
+        let cfg = SourceConfig::Local {
+            root: dir.path().to_path_buf(),
+        };
+        let source = Source::new(&cfg, None).unwrap().with_max_object_bytes(4096);
+        assert!(matches!(
+            source.fetch("big").await,
+            Err(SourceError::TooLarge {
+                size: 5000,
+                limit: 4096,
+                ..
+            })
+        ));
+        let reader = source.ranges("big");
+        assert!(
+            imerg_hdf5::RangeReader::read(&*reader, 0, 100)
+                .await
+                .is_err()
+        );
+        assert!(reader.too_large());
+        let ok = Source::new(&cfg, None).unwrap().with_max_object_bytes(5000);
+        assert_eq!(ok.fetch("big").await.unwrap().bytes.len(), 5000);
     }
 
     #[tokio::test]

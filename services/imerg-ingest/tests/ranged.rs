@@ -87,6 +87,73 @@ fn a_granule_too_scattered_for_ranged_reads_is_fetched_whole_and_counted() {
     check_day(data, "2021-09-02T00:00", "2021-09-02T00:30");
 }
 
+/// An object over `--max-object-bytes` is rejected (`too_large`), counted, and the service goes
+/// on: by ranged reads (the first response's size stops them) and by the whole-object path (the
+/// response head's size, before the body), here with a limit below the test granules' size.
+#[test]
+fn an_object_over_the_size_limit_is_rejected_before_its_body_is_read() {
+    python();
+    for ranged in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        synth(
+            &data.join("granules"),
+            "2021-09-03T00:00",
+            "2021-09-03T01:00",
+        );
+        let mut flags = vec![
+            "--max-object-bytes",
+            "100000",
+            "--watch-interval",
+            "100ms",
+            "--batch-age",
+            "200ms",
+        ];
+        if ranged {
+            flags.push("--ranged-reads");
+        }
+        let server = InProcess::start(data, &flags);
+        let t0 = Instant::now();
+        let m = loop {
+            let (_, m) = server.get("/metrics");
+            let rejected = series(
+                &m,
+                "imerg_granules_rejected_total",
+                &[("reason", "too_large")],
+            );
+            if rejected == Some(2.0) {
+                break m;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "{m}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Still serving, nothing committed, no ranged read counted as a fallback.
+        assert_eq!(server.get("/healthz").0, 200);
+        server.stop().unwrap();
+        let s = |name: &str, labels: &[(&str, &str)]| series(&m, name, labels);
+        assert_eq!(
+            s("imerg_granules_committed_total", &[("outcome", "added")]),
+            None,
+            "{m}"
+        );
+        assert_eq!(s("imerg_ranged_gets_per_granule_count", &[]), None, "{m}");
+        assert_eq!(
+            s(
+                "imerg_ranged_fallbacks_total",
+                &[("reason", "ranged_unsupported")]
+            ),
+            None,
+            "{m}"
+        );
+        // At most the heads of the objects were read, not their bodies (1 MB each).
+        let fetched = s("imerg_bytes_fetched_total", &[]).unwrap_or(0.0);
+        assert!(
+            fetched < 200_000.0,
+            "ranged={ranged}: {fetched} bytes fetched\n{m}"
+        );
+    }
+}
+
 /// `serve --ranged-reads` (plus `extra`) watching `data/granules` until `n` granules were
 /// added; the metrics then.
 fn watch_until_added(data: &std::path::Path, extra: &[&str], n: u32) -> String {

@@ -337,12 +337,29 @@ fn read_coords(
             return Err(terr(format!("variable {name} is missing")));
         }
     }
+    // The shapes first: a file can declare 2^40 time steps with no storage, and reading them
+    // would allocate what it declares (reliability review H1).
+    let elements = |ds: &dyn VariableSource| {
+        ds.shape()
+            .iter()
+            .try_fold(1u64, |n, d| n.checked_mul(*d))
+            .unwrap_or(u64::MAX)
+    };
     let tds = group.dataset("time")?;
+    if elements(&*tds) != 1 {
+        return Err(terr(format!("shape is {:?}, expected [1]", tds.shape())));
+    }
+    let bds = group.dataset("time_bnds")?;
+    if elements(&*bds) != 2 {
+        return Err(terr(format!(
+            "time_bnds shape is {:?}, expected [1, 2]",
+            bds.shape()
+        )));
+    }
     let values = tds.read_i64()?;
     let [value] = values[..] else {
         return Err(terr(format!("has {} values, expected 1", values.len())));
     };
-    let bds = group.dataset("time_bnds")?;
     let bvalues = bds.read_i64()?;
     let [b0, b1] = bvalues[..] else {
         return Err(terr(format!(

@@ -90,6 +90,40 @@ fn truncated_files() {
     }
 }
 
+/// A granule whose `time` declares 2^40 steps (chunked, nothing stored: libhdf5 would serve fill
+/// values) is rejected from its shape, before any value is read: no allocation of what the file
+/// declares (reliability review H1; the old code aborted the process).
+#[test]
+fn time_declaring_two_to_the_forty_steps_is_rejected_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = synth_with(
+        dir.path(),
+        &ProductProfile::final_v07b(),
+        &SynthOptions::default(),
+    );
+    {
+        let f = hdf5::File::open_rw(&path).unwrap();
+        let grid = f.group("Grid").unwrap();
+        grid.unlink("time").unwrap();
+        grid.new_dataset::<i32>()
+            .shape((1usize << 40,))
+            .chunk(1024)
+            .create("time")
+            .unwrap();
+    }
+    expect_err(
+        virtualize_file(&path),
+        "coordinates",
+        &["shape is [1099511627776], expected [1]"],
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    expect_err(
+        virtualize_bytes(&bytes, &id(), &source(), &ProductProfile::final_v07b()),
+        "coordinates",
+        &["expected [1]"],
+    );
+}
+
 #[test]
 fn missing_group_and_variable() {
     let dir = tempfile::tempdir().unwrap();

@@ -418,7 +418,6 @@ impl Fetcher {
     /// them instead of fetching them again. The returned future does the GETs; run it
     /// concurrently with the parse. Failures are ignored (the parse then reads for itself).
     pub(crate) fn prefetch_hints(&self) -> impl std::future::Future<Output = ()> + '_ {
-        let mut runs: Vec<(u64, u64)> = Vec::new();
         let mut owned: Vec<u64> = Vec::new();
         if let (Some(h), Some(size)) = (&self.opts.hints, self.reader.size_hint()) {
             let bs = self.opts.block_size.max(1);
@@ -442,31 +441,49 @@ impl Fetcher {
                     owned.push(b);
                 }
             }
-            for b in &owned {
-                match runs.last_mut() {
-                    Some((_, last)) if *last + 1 == *b => *last = *b,
-                    _ => runs.push((*b, *b)),
-                }
-            }
         }
         async move {
-            let _inflight = Inflight {
-                cache: &self.cache,
-                blocks: &owned,
-            };
-            let bs = self.opts.block_size.max(1);
-            let eof = self.eof();
-            let gets = runs.iter().map(|(first, last)| {
-                let start = first * bs;
-                let stop = ((last + 1) * bs).min(eof);
-                async move { (start, self.get(start, stop.saturating_sub(start), 2).await) }
-            });
-            for (start, got) in futures::future::join_all(gets).await {
-                if let Ok(data) = got {
-                    self.insert(start, &data, 2);
-                }
+            // Failures are left to the parse, which then reads for itself.
+            let _ = self.fetch_blocks(&owned, 2).await;
+        }
+    }
+
+    /// Fetches `blocks` (sorted, already marked in flight by the caller), one GET per run of
+    /// contiguous blocks, concurrently, at `depth`, and caches what arrives. However it ends
+    /// (done, failed or dropped), the blocks stop being in flight and the reads waiting for them
+    /// wake up. Returns the first failure.
+    async fn fetch_blocks(&self, blocks: &[u64], depth: u32) -> Result<()> {
+        let _inflight = Inflight {
+            cache: &self.cache,
+            blocks,
+        };
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &b in blocks {
+            match runs.last_mut() {
+                Some((_, last)) if *last + 1 == b => *last = b,
+                _ => runs.push((b, b)),
             }
         }
+        let (bs, eof) = (self.opts.block_size.max(1), self.eof());
+        let gets = runs.iter().map(|(first, last)| {
+            let start = first * bs;
+            let stop = ((last + 1) * bs).min(eof);
+            async move {
+                (
+                    start,
+                    self.get(start, stop.saturating_sub(start), depth).await,
+                )
+            }
+        });
+        let mut outcome = Ok(());
+        for (start, got) in futures::future::join_all(gets).await {
+            match got {
+                Ok(data) => self.insert(start, &data, depth),
+                Err(e) if outcome.is_ok() => outcome = Err(e),
+                Err(_) => {}
+            }
+        }
+        outcome
     }
 
     async fn get(&self, offset: u64, len: u64, depth: u32) -> Result<Bytes> {
@@ -609,32 +626,7 @@ impl Fetcher {
                 }
             }
             if !missing.is_empty() {
-                // However this read ends (done, failed or dropped), its blocks stop being in
-                // flight and the reads waiting for them wake up.
-                let _inflight = Inflight {
-                    cache: &self.cache,
-                    blocks: &missing,
-                };
-                // Contiguous runs of missing blocks, one GET each, concurrently.
-                let mut runs: Vec<(u64, u64)> = Vec::new();
-                for b in &missing {
-                    match runs.last_mut() {
-                        Some((_, last)) if *last + 1 == *b => *last = *b,
-                        _ => runs.push((*b, *b)),
-                    }
-                }
-                let gets = runs.iter().map(|(first, last)| {
-                    let start = first * bs;
-                    let stop = ((last + 1) * bs).min(eof);
-                    async move {
-                        let data = self.get(start, stop - start, next).await?;
-                        Ok::<_, Hdf5Error>((start, data))
-                    }
-                });
-                let got = futures::future::try_join_all(gets).await;
-                for (start, data) in got? {
-                    self.insert(start, &data, next);
-                }
+                self.fetch_blocks(&missing, next).await?;
             }
             for rx in waits {
                 let _ = rx.await;

@@ -99,45 +99,11 @@ impl LocalWorker {
     ) -> Option<Result<GranuleRefs, IngestError>> {
         static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let reader = self.source.ranges(&id.key);
-        // Size and version come from the first response (no HEAD request).
-        let object = imerg_refs::SourceObject {
-            url: self.source.url_of(&id.key),
-            etag: None,
-            last_modified: None,
-            size: 0,
+        let refs = match read_ranged(&reader, id, &self.profile, &r.options).await {
+            RangedRead::Read(read) => read.0,
+            RangedRead::Whole { .. } => return None,
+            RangedRead::Rejected(e) => return Some(Err(e)),
         };
-        let t0 = Instant::now();
-        let got = imerg_virtualize::virtualize_ranged(
-            reader.clone(),
-            id.clone(),
-            object,
-            Arc::clone(&self.profile),
-            &r.options,
-        )
-        .await;
-        metrics::histogram!(m::PARSE_SECONDS).record(t0.elapsed().as_secs_f64());
-        let (refs, stats) = match got {
-            Ok(x) => x,
-            // Not under this name, or too large: the whole-object path tries the other labels
-            // or calls it missing, or refuses it (without reading its body), as without ranged
-            // reads.
-            Err(_) if reader.not_found() || reader.too_large() => return None,
-            Err(e) if e.falls_back() => {
-                metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
-                tracing::info!(key = %id.key, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
-                return None;
-            }
-            Err(e) => {
-                let reason = Reason::from_label(e.reason());
-                metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
-                tracing::warn!(key = %id.key, %reason, error = %e, "granule rejected");
-                return Some(Err(IngestError::new(reason, e.to_string())));
-            }
-        };
-        metrics::histogram!(m::RANGED_GETS).record(stats.gets as f64);
-        metrics::histogram!(m::RANGED_BYTES).record(stats.bytes as f64);
-        metrics::histogram!(m::RANGED_ROUND_TRIPS).record(f64::from(stats.round_trips));
-        metrics::counter!(m::BYTES_FETCHED).increment(stats.bytes);
         let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if r.verify_one_in > 0 && n.is_multiple_of(r.verify_one_in) {
             // The oracle: the whole object through libhdf5 must give the same references.
@@ -226,22 +192,9 @@ pub async fn virtualize_url_with(
     if let Some(opts) = ranged {
         let reader = imerg_source::ranges_url(input)
             .map_err(|e| IngestError::new(reason_of(&e), e.to_string()))?;
-        let object = imerg_refs::SourceObject {
-            url: reader.url().to_string(),
-            etag: None,
-            last_modified: None,
-            size: 0,
-        };
-        let got = imerg_virtualize::virtualize_ranged(
-            reader.clone(),
-            id.clone(),
-            object,
-            Arc::clone(&profile),
-            opts,
-        )
-        .await;
-        match got {
-            Ok((refs, stats)) => {
+        match read_ranged(&reader, &id, &profile, opts).await {
+            RangedRead::Read(read) => {
+                let (refs, stats) = *read;
                 metrics::counter!(m::GRANULES_VIRTUALIZED).increment(1);
                 let cost = FetchCost {
                     ranged: true,
@@ -252,17 +205,8 @@ pub async fn virtualize_url_with(
                 };
                 return Ok((refs, cost));
             }
-            Err(_) if reader.not_found() || reader.too_large() => {}
-            Err(e) if e.falls_back() => {
-                cost.fallback = Some(e.reason());
-                metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
-                tracing::info!(%input, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
-            }
-            Err(e) => {
-                let reason = Reason::from_label(e.reason());
-                metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
-                return Err(IngestError::new(reason, e.to_string()));
-            }
+            RangedRead::Whole { declined } => cost.fallback = declined,
+            RangedRead::Rejected(e) => return Err(e),
         }
     }
     let fetched = imerg_source::fetch_url(input).await;
@@ -276,6 +220,68 @@ pub async fn virtualize_url_with(
         metrics::counter!(m::GRANULES_MISSING).increment(1);
     }
     r.map(|g| (g, cost))
+}
+
+/// What ranged reads made of a granule.
+enum RangedRead {
+    /// Its references, and what the reads cost.
+    Read(Box<(GranuleRefs, imerg_hdf5::FetchStats)>),
+    /// The whole object decides: the object is not under this name or is too large (the
+    /// whole-object path gives that verdict without reading a body), or the ranged reader
+    /// declined it (`declined`, counted by reason).
+    Whole { declined: Option<&'static str> },
+    /// Bad input, rejected (counted by reason).
+    Rejected(IngestError),
+}
+
+/// Virtualizes a granule from ranged reads of `reader`: the one ranged path of the worker and
+/// of the `virtualize` command, with its metrics. The object's size and version come from the
+/// first response (no HEAD request).
+async fn read_ranged(
+    reader: &Arc<imerg_source::ObjectRanges>,
+    id: &GranuleId,
+    profile: &Arc<ProductProfile>,
+    opts: &imerg_virtualize::RangedOptions,
+) -> RangedRead {
+    let object = imerg_refs::SourceObject {
+        url: reader.url().to_string(),
+        etag: None,
+        last_modified: None,
+        size: 0,
+    };
+    let t0 = Instant::now();
+    let got = imerg_virtualize::virtualize_ranged(
+        reader.clone(),
+        id.clone(),
+        object,
+        Arc::clone(profile),
+        opts,
+    )
+    .await;
+    metrics::histogram!(m::PARSE_SECONDS).record(t0.elapsed().as_secs_f64());
+    match got {
+        Ok((refs, stats)) => {
+            metrics::histogram!(m::RANGED_GETS).record(stats.gets as f64);
+            metrics::histogram!(m::RANGED_BYTES).record(stats.bytes as f64);
+            metrics::histogram!(m::RANGED_ROUND_TRIPS).record(f64::from(stats.round_trips));
+            metrics::counter!(m::BYTES_FETCHED).increment(stats.bytes);
+            RangedRead::Read(Box::new((refs, stats)))
+        }
+        Err(_) if reader.not_found() || reader.too_large() => RangedRead::Whole { declined: None },
+        Err(e) if e.falls_back() => {
+            metrics::counter!(m::RANGED_FALLBACKS, "reason" => e.reason()).increment(1);
+            tracing::info!(key = %id.key, reason = e.reason(), error = %e, "ranged reads declined: reading the whole object");
+            RangedRead::Whole {
+                declined: Some(e.reason()),
+            }
+        }
+        Err(e) => {
+            let reason = Reason::from_label(e.reason());
+            metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
+            tracing::warn!(key = %id.key, %reason, error = %e, "granule rejected");
+            RangedRead::Rejected(IngestError::new(reason, e.to_string()))
+        }
+    }
 }
 
 /// What a fetch error means for the granule.
@@ -297,10 +303,11 @@ async fn fetch_then_parse(
     let t0 = Instant::now();
     let fetched = match fetch.await {
         Ok(f) => f,
-        // A missing object is counted by the caller, once every name was tried.
         Err(e) => {
             let reason = reason_of(&e);
-            if reason == Reason::TooLarge {
+            // Bad input found by the fetch (an oversized object) is a rejection like one found
+            // by the parse; a missing object is counted by the caller.
+            if reason.is_bad_input() {
                 metrics::counter!(m::GRANULES_REJECTED, "reason" => reason.as_str()).increment(1);
                 tracing::warn!(key = %id.key, %reason, error = %e, "granule rejected");
             }

@@ -6,10 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use imerg_retry::{backoff_delay, error_body, random_fraction};
+use imerg_retry::error_body;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::granule::{CmrGranule, parse_page};
 use crate::{CmrConfig, CmrError, MAX_PAGE_SIZE};
@@ -84,19 +84,7 @@ struct PageResponse {
 }
 
 /// A failed attempt and, for 429/503, the server's `Retry-After`.
-struct AttemptError {
-    error: CmrError,
-    retry_after: Option<Duration>,
-}
-
-impl From<CmrError> for AttemptError {
-    fn from(error: CmrError) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
-    }
-}
+type AttemptError = imerg_retry::Failure<CmrError>;
 
 impl CmrClient {
     /// Validates the configuration (URL `https://` or loopback `http://`, page size 1..=2000,
@@ -271,43 +259,25 @@ impl CmrClient {
         search_after: Option<&HeaderValue>,
         page: u32,
     ) -> Result<PageResponse, CmrError> {
-        let mut attempt = 1;
-        loop {
-            let failure = match self.fetch_once(url, search_after, page).await {
-                Ok(response) => return Ok(response),
-                Err(failure) => failure,
-            };
-            let error = failure.error;
-            if !error.is_transient() {
-                return Err(error);
-            }
-            if attempt >= self.max_attempts {
-                return Err(if attempt == 1 {
-                    error
-                } else {
-                    CmrError::RetriesExhausted {
-                        attempts: attempt,
-                        last: Box::new(error),
-                    }
-                });
-            }
-            let delay = backoff_delay(
-                attempt,
-                self.retry_base_delay,
-                self.retry_max_delay,
-                failure.retry_after,
-                random_fraction(),
-            );
-            warn!(
-                page,
-                attempt,
-                max_attempts = self.max_attempts,
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %error,
-                "CMR granule search failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+        let what = format!("CMR granule search (page {page})");
+        imerg_retry::retry(self.retry_policy(), &what, CmrError::is_transient, |_| {
+            self.fetch_once(url, search_after, page)
+        })
+        .await
+        .map_err(|gave_up| match gave_up {
+            imerg_retry::GaveUp::Final(e) => e,
+            imerg_retry::GaveUp::Exhausted { attempts, last } => CmrError::RetriesExhausted {
+                attempts,
+                last: Box::new(last),
+            },
+        })
+    }
+
+    fn retry_policy(&self) -> imerg_retry::Policy {
+        imerg_retry::Policy {
+            max_attempts: self.max_attempts,
+            base_delay: self.retry_base_delay,
+            max_delay: self.retry_max_delay,
         }
     }
 

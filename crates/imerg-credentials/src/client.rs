@@ -5,10 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::Utc;
-use imerg_retry::{backoff_delay, error_body, random_fraction};
+use imerg_retry::error_body;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{CredentialsError, EarthdataConfig, TemporaryCredentials, parse_credentials};
 
@@ -45,19 +45,7 @@ impl fmt::Debug for EarthdataClient {
 }
 
 /// A failed attempt and, for 429/503, the server's `Retry-After`.
-struct AttemptError {
-    error: CredentialsError,
-    retry_after: Option<Duration>,
-}
-
-impl From<CredentialsError> for AttemptError {
-    fn from(error: CredentialsError) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
-    }
-}
+type AttemptError = imerg_retry::Failure<CredentialsError>;
 
 impl EarthdataClient {
     /// Validates the URL (`https://`, or `http://` to a loopback host) and builds the HTTP client
@@ -95,43 +83,27 @@ impl EarthdataClient {
     /// error is [`CredentialsError::RetriesExhausted`] around the last one; any other error is
     /// returned as it is, at once.
     pub async fn fetch(&self) -> Result<TemporaryCredentials, CredentialsError> {
-        let mut attempt = 1;
-        loop {
-            let failure = match self.fetch_once().await {
-                Ok(creds) => return Ok(creds),
-                Err(failure) => failure,
-            };
-            let error = failure.error;
-            if !error.is_transient() {
-                return Err(error);
+        let policy = imerg_retry::Policy {
+            max_attempts: self.max_attempts,
+            base_delay: self.retry_base_delay,
+            max_delay: self.retry_max_delay,
+        };
+        imerg_retry::retry(
+            policy,
+            "fetching Earthdata S3 credentials",
+            CredentialsError::is_transient,
+            |_| self.fetch_once(),
+        )
+        .await
+        .map_err(|gave_up| match gave_up {
+            imerg_retry::GaveUp::Final(e) => e,
+            imerg_retry::GaveUp::Exhausted { attempts, last } => {
+                CredentialsError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(last),
+                }
             }
-            if attempt >= self.max_attempts {
-                return Err(if attempt == 1 {
-                    error
-                } else {
-                    CredentialsError::RetriesExhausted {
-                        attempts: attempt,
-                        last: Box::new(error),
-                    }
-                });
-            }
-            let delay = backoff_delay(
-                attempt,
-                self.retry_base_delay,
-                self.retry_max_delay,
-                failure.retry_after,
-                random_fraction(),
-            );
-            warn!(
-                attempt,
-                max_attempts = self.max_attempts,
-                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %error,
-                "fetching Earthdata S3 credentials failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        })
     }
 
     async fn fetch_once(&self) -> Result<TemporaryCredentials, AttemptError> {

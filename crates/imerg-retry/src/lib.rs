@@ -1,11 +1,93 @@
 //! How this project's HTTP clients (Earthdata credentials, CMR search) retry and report: the
-//! delay before the next attempt (exponential backoff, jitter, the server's `Retry-After`, a
-//! ceiling) and the start of an error body fit for a message (one line, short, the secret
-//! scrubbed).
+//! retry loop ([`retry`]), the delay before the next attempt (exponential backoff, jitter, the
+//! server's `Retry-After`, a ceiling) and the start of an error body fit for a message (one
+//! line, short, the secret scrubbed).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
+
+/// A failed attempt: its error, and the delay the server asked for (`Retry-After`).
+#[derive(Debug)]
+pub struct Failure<E> {
+    pub error: E,
+    pub retry_after: Option<Duration>,
+}
+
+impl<E> From<E> for Failure<E> {
+    fn from(error: E) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// How many attempts in all, and the backoff between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// Why [`retry`] gave up.
+#[derive(Debug)]
+pub enum GaveUp<E> {
+    /// A failure not worth retrying, or the only attempt allowed: the error as it is.
+    Final(E),
+    /// Every one of `attempts` (more than one) attempts failed transiently; the last error.
+    Exhausted { attempts: u32, last: E },
+}
+
+/// Runs `attempt` (given its number, from 1) until it succeeds, fails with an error that
+/// `is_transient` does not accept, or `policy.max_attempts` attempts failed. Between attempts it
+/// logs a warning (`what` failed; retrying) and sleeps [`backoff_delay`].
+pub async fn retry<T, E, Fut>(
+    policy: Policy,
+    what: &str,
+    is_transient: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut(u32) -> Fut,
+) -> Result<T, GaveUp<E>>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, Failure<E>>>,
+{
+    let mut n = 1;
+    loop {
+        let failure = match attempt(n).await {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        let error = failure.error;
+        if !is_transient(&error) || n >= policy.max_attempts.max(1) {
+            return Err(if n == 1 || !is_transient(&error) {
+                GaveUp::Final(error)
+            } else {
+                GaveUp::Exhausted {
+                    attempts: n,
+                    last: error,
+                }
+            });
+        }
+        let delay = backoff_delay(
+            n,
+            policy.base_delay,
+            policy.max_delay,
+            failure.retry_after,
+            random_fraction(),
+        );
+        tracing::warn!(
+            attempt = n,
+            max_attempts = policy.max_attempts,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            error = %error,
+            "{what} failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        n += 1;
+    }
+}
 
 /// What a scrubbed secret is replaced with.
 pub const REDACTED: &str = "[redacted]";

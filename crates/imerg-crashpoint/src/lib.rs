@@ -30,8 +30,17 @@ pub const DURING_COMMIT: &str = "during_commit";
 /// After a message's granules are durable, before the message is deleted.
 pub const AFTER_COMMIT: &str = "after_commit";
 
+/// When the native writer has written some of an update's shards, before its commit.
+pub const NATIVE_MID_UPDATE: &str = "native_mid_update";
+
 /// Every point the service defines.
-pub const ALL: &[&str] = &[AFTER_RECEIVE, AFTER_VIRTUALIZE, DURING_COMMIT, AFTER_COMMIT];
+pub const ALL: &[&str] = &[
+    AFTER_RECEIVE,
+    AFTER_VIRTUALIZE,
+    DURING_COMMIT,
+    AFTER_COMMIT,
+    NATIVE_MID_UPDATE,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(not(feature = "enabled"), allow(dead_code))]

@@ -56,7 +56,8 @@ impl RepoLocation {
         }
     }
 
-    pub(crate) async fn storage(&self) -> Result<Arc<dyn Storage + Send + Sync>, DatasetError> {
+    /// The Icechunk storage at this location (the directory is created if missing).
+    pub async fn storage(&self) -> Result<Arc<dyn Storage + Send + Sync>, DatasetError> {
         match self {
             Self::Local(dir) => {
                 std::fs::create_dir_all(dir)

@@ -171,6 +171,31 @@ impl Dataset {
         status::present_in(&store, len, from, to).await
     }
 
+    /// A read-only store at snapshot `id` (virtual chunks readable with the dataset's
+    /// credentials).
+    pub async fn store_at(&self, id: &str) -> Result<Store, DatasetError> {
+        let id = icechunk::format::SnapshotId::try_from(id)
+            .map_err(|e| DatasetError::Config(format!("snapshot id {id:?}: {e}")))?;
+        let session = self
+            .repo
+            .readonly_session(&VersionInfo::SnapshotId(id))
+            .await
+            .map_err(DatasetError::ic)?;
+        Ok(Store::from_session(Arc::new(RwLock::new(session))).await)
+    }
+
+    /// Which time indices in `[from, to)` hold a granule in `store` (a store of this dataset at
+    /// any snapshot, see [`Dataset::store_at`]).
+    pub async fn present_in_store(
+        &self,
+        store: &Store,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeSet<u64>, DatasetError> {
+        let len = store_io::time_len(store, &self.cfg.profile).await?;
+        status::present_in(store, len, from, to).await
+    }
+
     /// Time range, granules present, gaps, commits and manifests at the branch tip.
     pub async fn status(&self) -> Result<Status, DatasetError> {
         let store = self.store(false).await?;

@@ -100,6 +100,18 @@ pub const SQS_RECEIVE_ERRORS: &str = "imerg_sqs_receive_errors_total";
 pub const SQS_VISIBILITY_EXTENSIONS: &str = "imerg_sqs_visibility_extensions_total";
 /// Messages being processed by the listener (received, not yet deleted or released).
 pub const SQS_IN_FLIGHT: &str = "imerg_sqs_messages_in_flight";
+/// Age of the oldest virtual commit the native store does not reflect yet (0 when caught up).
+pub const NATIVE_LAG_SECONDS: &str = "imerg_native_lag_seconds";
+/// Wall time of one native update (all its commits).
+pub const NATIVE_UPDATE_SECONDS: &str = "imerg_native_update_seconds";
+/// Bytes of shards the native writer wrote.
+pub const NATIVE_BYTES_WRITTEN: &str = "imerg_native_bytes_written_total";
+/// Time steps (per data variable) the native writer applied.
+pub const NATIVE_STEPS_APPLIED: &str = "imerg_native_steps_applied_total";
+/// Native updates, by outcome (`ok`, `error`).
+pub const NATIVE_UPDATES: &str = "imerg_native_updates_total";
+/// Time steps of the virtual store the native store holds (granule_present at its snapshot).
+pub const NATIVE_GRANULES_PRESENT: &str = "imerg_native_granules_present";
 
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +366,33 @@ pub const TABLE: &[Metric] = &[
         "Visibility extensions of in-flight messages",
     ),
     gauge(SQS_IN_FLIGHT, None, "SQS messages being processed"),
+    gauge(
+        NATIVE_LAG_SECONDS,
+        Some(Unit::Seconds),
+        "Age of the oldest virtual commit the native store does not reflect yet",
+    ),
+    histogram(
+        NATIVE_UPDATE_SECONDS,
+        Some(Unit::Seconds),
+        "Wall time of one native store update",
+        LAG,
+    ),
+    counter(
+        NATIVE_BYTES_WRITTEN,
+        Some(Unit::Bytes),
+        "Shard bytes written to the native store",
+    ),
+    counter(
+        NATIVE_STEPS_APPLIED,
+        None,
+        "Time steps of data variables applied to the native store",
+    ),
+    counter(NATIVE_UPDATES, None, "Native store updates, by outcome"),
+    gauge(
+        NATIVE_GRANULES_PRESENT,
+        None,
+        "Granules the native store reflects",
+    ),
 ];
 
 /// Every metric name, for checks that alert rules and dashboards only use exported metrics.

@@ -47,6 +47,9 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Read a time range's references back through the store (fetch from the source, decode).
     Verify(commands::verify::Args),
+    /// Rechunk a virtual repository's time range into the native time-series repository
+    /// (resumable; `--shard I/N` for parallel jobs).
+    Rechunk(commands::rechunk::Args),
     /// Print the selected product profile as JSON (a starting point for --product-profile).
     Profile,
 }
@@ -137,6 +140,7 @@ fn main() -> std::process::ExitCode {
             Command::Simulate(args) => commands::simulate::run(profile, args),
             Command::Verify(args) => commands::verify::run(profile, args),
             Command::Inspect(args) => commands::inspect::run(args),
+            Command::Rechunk(args) => commands::rechunk::run(profile, args),
             Command::Profile => {
                 println!("{}", serde_json::to_string_pretty(&profile)?);
                 Ok(std::process::ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod backfill;
 pub mod inspect;
+pub mod rechunk;
 pub mod serve;
 pub mod simulate;
 pub mod status;

@@ -20,6 +20,8 @@ pub struct IngestApi {
     token: Option<Arc<str>>,
     /// The reconciliation sweeps' last report, when this process runs them.
     sweeps: Option<Arc<imerg_listener::SweepState>>,
+    /// The native store writer's status, when this process runs it.
+    native: Option<Arc<std::sync::Mutex<imerg_native::NativeStatus>>>,
 }
 
 impl IngestApi {
@@ -28,7 +30,17 @@ impl IngestApi {
             jobs,
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
             sweeps: None,
+            native: None,
         }
+    }
+
+    /// Reports the native store writer's status in GetStatus.
+    pub fn with_native(
+        mut self,
+        native: Arc<std::sync::Mutex<imerg_native::NativeStatus>>,
+    ) -> Self {
+        self.native = Some(native);
+        self
     }
 
     /// Reports the reconciliation sweeps' last result in GetStatus.
@@ -227,6 +239,18 @@ impl v1::ingest_service_server::IngestService for IngestApi {
                     overdue: r.overdue,
                     missing: r.missing,
                     inventory_error: r.inventory_error.unwrap_or_default(),
+                }),
+            native: self
+                .native
+                .as_ref()
+                .and_then(|n| n.lock().ok().map(|s| s.clone()))
+                .map(|n| v1::NativeStore {
+                    virtual_snapshot: n.virtual_snapshot.unwrap_or_default(),
+                    native_snapshot: n.native_snapshot.unwrap_or_default(),
+                    granules_present: n.granules_present,
+                    lag_seconds: n.lag_seconds,
+                    last_update: n.last_update.map(to_timestamp),
+                    last_error: n.last_error.unwrap_or_default(),
                 }),
         }))
     }

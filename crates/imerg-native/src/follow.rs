@@ -51,8 +51,62 @@ pub struct NativeStatus {
     pub native_snapshot: Option<String>,
     /// Age of the oldest virtual commit not reflected yet (0 when caught up).
     pub lag_seconds: f64,
+    /// Granules the native store holds (present at `virtual_snapshot`).
+    pub granules_present: u64,
     pub last_update: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+}
+
+/// When the oldest virtual commit after `applied` (or the first, if None) was made; None if
+/// every commit up to `tip` is applied.
+async fn oldest_unapplied(
+    virt: &Dataset,
+    tip: &str,
+    applied: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, NativeError> {
+    let id = icechunk::format::SnapshotId::try_from(tip)
+        .map_err(|e| NativeError::Config(e.to_string()))?;
+    let mut stream = std::pin::pin!(
+        virt.repository()
+            .ancestry(&VersionInfo::SnapshotId(id))
+            .await
+            .map_err(NativeError::ic)?
+    );
+    let mut oldest = None;
+    while let Some(info) = stream.try_next().await.map_err(NativeError::ic)? {
+        if Some(info.id.to_string().as_str()) == applied || info.parent_id.is_none() {
+            break;
+        }
+        oldest = Some(info.flushed_at);
+    }
+    Ok(oldest)
+}
+
+/// The native store's coverage and lag as its commits record them, against the virtual store's
+/// branch tip now (for `status` and a starting follower).
+pub async fn native_status(
+    virt: &Dataset,
+    native: &NativeRepo,
+) -> Result<NativeStatus, NativeError> {
+    let tip = virt.branch_tip().await?;
+    let applied = native.applied().await?;
+    let v = applied.as_ref().map(|a| a.virtual_snapshot.clone());
+    let lag = match oldest_unapplied(virt, &tip, v.as_deref()).await? {
+        Some(t) => (Utc::now() - t).to_std().unwrap_or_default().as_secs_f64(),
+        None => 0.0,
+    };
+    let granules_present = match &v {
+        Some(v) => present_steps(virt, v, 0, u64::MAX).await?.len() as u64,
+        None => 0,
+    };
+    Ok(NativeStatus {
+        virtual_snapshot: v,
+        native_snapshot: applied.as_ref().map(|a| a.native_snapshot.clone()),
+        lag_seconds: lag,
+        granules_present,
+        last_update: applied.map(|a| a.time),
+        last_error: None,
+    })
 }
 
 /// The native writer.
@@ -85,35 +139,18 @@ impl Follower {
         }
     }
 
-    /// When the oldest virtual commit after `applied` (or the first with data, if None) was made.
-    async fn oldest_unapplied(
-        &self,
-        tip: &str,
-        applied: Option<&str>,
-    ) -> Result<Option<DateTime<Utc>>, NativeError> {
-        let id = icechunk::format::SnapshotId::try_from(tip)
-            .map_err(|e| NativeError::Config(e.to_string()))?;
-        let mut stream = std::pin::pin!(
-            self.virt
-                .repository()
-                .ancestry(&VersionInfo::SnapshotId(id))
-                .await
-                .map_err(NativeError::ic)?
-        );
-        let mut oldest = None;
-        while let Some(info) = stream.try_next().await.map_err(NativeError::ic)? {
-            if Some(info.id.to_string().as_str()) == applied || info.parent_id.is_none() {
-                break;
-            }
-            oldest = Some(info.flushed_at);
-        }
-        Ok(oldest)
-    }
-
     /// Runs until `shutdown`; an update in progress is finished or abandoned at the next column
     /// (its commits so far are partial and are repeated on the next start).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(lag = ?self.cfg.lag, "native writer following the virtual store");
+        match native_status(&self.virt, &self.native).await {
+            Ok(st) => {
+                metrics::gauge!(m::NATIVE_GRANULES_PRESENT).set(st.granules_present as f64);
+                metrics::gauge!(m::NATIVE_LAG_SECONDS).set(st.lag_seconds);
+                self.set_status(|s| *s = st);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the native store's status"),
+        }
         loop {
             let wait = match self.step().await {
                 Ok(w) => w,
@@ -146,7 +183,7 @@ impl Follower {
             });
             return Ok(self.cfg.poll);
         }
-        let Some(oldest) = self.oldest_unapplied(&tip, applied_v.as_deref()).await? else {
+        let Some(oldest) = oldest_unapplied(&self.virt, &tip, applied_v.as_deref()).await? else {
             return Ok(self.cfg.poll);
         };
         let age = (Utc::now() - oldest).to_std().unwrap_or_default();
@@ -239,6 +276,7 @@ impl Follower {
             .map(|p| p.len())
             .unwrap_or_default();
         metrics::gauge!(m::NATIVE_GRANULES_PRESENT).set(present as f64);
+        let present = present as u64;
         tracing::info!(
             steps = steps.len(),
             blocks,
@@ -254,6 +292,7 @@ impl Follower {
             s.lag_seconds = 0.0;
             s.last_update = Some(Utc::now());
             s.last_error = None;
+            s.granules_present = present;
         });
         Ok(stats)
     }

@@ -20,7 +20,7 @@ pub mod repo;
 mod shard;
 pub mod writer;
 
-pub use follow::{Follower, FollowerConfig, NativeStatus};
+pub use follow::{Follower, FollowerConfig, NativeStatus, native_status};
 pub use layout::NativeLayout;
 pub use rechunk::{RechunkOptions, RechunkReport, ShardOf};
 pub use repo::{Applied, NativeRepo};

@@ -56,12 +56,15 @@ pub enum Role {
     Committer,
     /// IngestService: backfill jobs and status.
     Api,
+    /// The native time-series store's writer (needs --native-repo; `all` runs it when
+    /// --native-repo is given).
+    Native,
 }
 
 /// A role name, as `--roles` and `IMERG_ROLES` take it (spaces around it and case ignored).
 fn parse_role(s: &str) -> Result<Role, String> {
     <Role as clap::ValueEnum>::from_str(s.trim(), true).map_err(|_| {
-        format!("unknown role {s:?}: use all or a list of listener, worker, committer, api")
+        format!("unknown role {s:?}: use all or a list of listener, worker, committer, api, native")
     })
 }
 
@@ -72,6 +75,8 @@ pub struct Roles {
     pub worker: bool,
     pub committer: bool,
     pub api: bool,
+    /// The native store writer, where --native-repo says which store.
+    pub native: bool,
 }
 
 impl Roles {
@@ -85,12 +90,14 @@ impl Roles {
                         worker: true,
                         committer: true,
                         api: true,
+                        native: true,
                     }
                 }
                 Role::Listener => r.listener = true,
                 Role::Worker => r.worker = true,
                 Role::Committer => r.committer = true,
                 Role::Api => r.api = true,
+                Role::Native => r.native = true,
             }
         }
         r
@@ -177,6 +184,21 @@ pub struct ServiceConfig {
     /// Region of the repository bucket.
     #[arg(long, env = "IMERG_REPO_REGION")]
     pub repo_region: Option<String>,
+    /// The native time-series store (a directory or s3://bucket/prefix, on the repository's
+    /// endpoint and region), rechunked from the virtual store and kept within --native-lag of
+    /// it by this process (the `native` role; `--roles all` runs it when this is given).
+    #[arg(long, env = "IMERG_NATIVE_REPO")]
+    pub native_repo: Option<String>,
+    /// How long a virtual commit may wait before the native store gets it: each update applies
+    /// everything committed meanwhile, so a longer lag writes fewer, larger updates
+    /// (docs/native-store.md has the measured cost per lag).
+    #[arg(long, env = "IMERG_NATIVE_LAG", default_value = "6h", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub native_lag: Duration,
+    /// How often the native writer looks at the virtual store's branch.
+    #[arg(long, env = "IMERG_NATIVE_POLL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub native_poll: Duration,
     /// Granule source: a directory or s3://bucket[/prefix] in the bucket layout
     /// (default DATA_DIR/granules).
     #[arg(long, env = "IMERG_SOURCE")]
@@ -372,6 +394,16 @@ pub struct Settings {
     /// The reconciliation sweep, when this process runs it (api role, --reconcile-every).
     pub reconcile: Option<imerg_listener::ReconcileConfig>,
     pub cmr_url: Option<String>,
+    /// The native store writer, when this process runs it.
+    pub native: Option<NativeSettings>,
+}
+
+/// Where the native store is and how closely it follows.
+#[derive(Debug, Clone)]
+pub struct NativeSettings {
+    pub repo: RepoLocation,
+    pub lag: Duration,
+    pub poll: Duration,
 }
 
 fn read_secret(path: &Path, what: &str) -> Result<Secret, ConfigError> {
@@ -429,6 +461,12 @@ impl ServiceConfig {
         }
         if self.max_object_bytes == 0 {
             return Err(invalid("--max-object-bytes must be above 0"));
+        }
+        if self.roles.contains(&Role::Native) && self.native_repo.is_none() {
+            return Err(invalid("the native role needs --native-repo"));
+        }
+        if self.native_poll.is_zero() {
+            return Err(invalid("--native-poll must be above 0"));
         }
         if self.ranged_max_fraction.is_nan()
             || self.ranged_max_fraction <= 0.0
@@ -610,6 +648,18 @@ impl ServiceConfig {
                 _ => None,
             },
             cmr_url: self.cmr_url.clone(),
+            native: match (&self.native_repo, roles.native) {
+                (Some(r), true) => Some(NativeSettings {
+                    repo: RepoLocation::parse(
+                        r,
+                        self.repo_region.clone(),
+                        self.repo_endpoint.clone(),
+                    ),
+                    lag: self.native_lag,
+                    poll: self.native_poll,
+                }),
+                _ => None,
+            },
             ranged: self.ranged_reads.then(|| imerg_pipeline::Ranged {
                 options: {
                     let mut o = imerg_virtualize::RangedOptions {

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{ConfigError, Role, Roles, Secret, ServiceConfig, Settings};
+pub use config::{ConfigError, NativeSettings, Role, Roles, Secret, ServiceConfig, Settings};
 pub use telemetry::prometheus;
 
 /// Why the service could not start (or stopped with an error).
@@ -68,6 +68,8 @@ pub enum ServiceError {
     Metrics(String),
     #[error("the gRPC server: {0}")]
     Grpc(String),
+    #[error("the native store: {0}")]
+    Native(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -103,6 +105,8 @@ pub struct Service {
     queue: Option<Arc<dyn Queue>>,
     /// The granule source, for the reconciliation sweep's listings.
     source: Arc<Source>,
+    /// The native store's writer, when this process runs it.
+    native: Option<imerg_native::Follower>,
 }
 
 /// Runs the service described by `config` until `shutdown` resolves, then stops as described
@@ -154,7 +158,7 @@ impl Service {
                 .await
                 .map_err(|e| ServiceError::repository(repo, e))?;
             Some(Arc::new(ds))
-        } else if roles.drives_pipeline() {
+        } else if roles.drives_pipeline() || settings.native.is_some() {
             // The committer (another process) creates it.
             let ds = Dataset::wait_for(repo, (*profile).clone(), Duration::from_secs(60))
                 .await
@@ -222,6 +226,23 @@ impl Service {
                 addr: settings.http_addr,
                 source,
             })?;
+        let native = match (&settings.native, &dataset) {
+            (Some(n), Some(ds)) => {
+                let repo = imerg_native::NativeRepo::open_or_create(&n.repo)
+                    .await
+                    .map_err(|e| ServiceError::Native(e.to_string()))?;
+                Some(imerg_native::Follower::new(
+                    Arc::clone(ds),
+                    repo,
+                    imerg_native::FollowerConfig {
+                        lag: n.lag,
+                        poll: n.poll,
+                        ..Default::default()
+                    },
+                ))
+            }
+            _ => None,
+        };
         Ok(Self {
             settings,
             profile,
@@ -235,6 +256,7 @@ impl Service {
             earthdata,
             queue: None,
             source: listing_source,
+            native,
         })
     }
 
@@ -274,6 +296,7 @@ impl Service {
             earthdata,
             queue,
             source,
+            native,
         } = self;
         let grace = settings.shutdown_grace;
         let prometheus = telemetry::prometheus()?;
@@ -299,8 +322,12 @@ impl Service {
                     .as_ref()
                     .map(|t| t.expose().to_string()),
             );
-            match &sweeps {
+            let api = match &sweeps {
                 Some(s) => api.with_sweeps(Arc::clone(s)),
+                None => api,
+            };
+            match &native {
+                Some(f) => api.with_native(f.status()),
                 None => api,
             }
         });
@@ -387,6 +414,9 @@ impl Service {
                 ingestor: ing.clone(),
             };
             driver_tasks.spawn(reconciler.run(Arc::clone(state), drivers.child_token()));
+        }
+        if let Some(f) = native {
+            driver_tasks.spawn(f.run(drivers.child_token()));
         }
         driver_tasks.close();
         tracing::info!(roles = ?settings.roles, repo = ?settings.repo, "serving");

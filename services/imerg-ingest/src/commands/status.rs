@@ -17,6 +17,10 @@ pub struct Args {
     /// Region of an s3:// repository.
     #[arg(long, env = "IMERG_REPO_REGION")]
     repo_region: Option<String>,
+    /// The native time-series store (directory or s3://bucket/prefix): report its coverage and
+    /// its lag behind this repository.
+    #[arg(long, env = "IMERG_NATIVE_REPO")]
+    native_repo: Option<String>,
     /// Print the status as one JSON object.
     #[arg(long)]
     json: bool,
@@ -51,6 +55,14 @@ fn sweep_json(s: &imerg_proto::v1::ReconcileSweep) -> serde_json::Value {
     })
 }
 
+fn native_json(n: &imerg_native::NativeStatus) -> serde_json::Value {
+    serde_json::json!({
+        "virtual_snapshot": n.virtual_snapshot, "native_snapshot": n.native_snapshot,
+        "granules_present": n.granules_present, "lag_seconds": n.lag_seconds,
+        "last_update": n.last_update.map(|t| ts(Some(t))),
+    })
+}
+
 fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map_or_else(
         || "-".into(),
@@ -59,7 +71,7 @@ fn ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
-    let (st, sweep) = super::block_on(async {
+    let (st, sweep, native) = super::block_on(async {
         let ds = Dataset::open(
             &RepoLocation::parse(
                 &args.repo,
@@ -74,12 +86,24 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
             Some(s) => last_sweep(s).await?,
             None => None,
         };
-        anyhow::Ok((st, sweep))
+        let native = match &args.native_repo {
+            Some(n) => {
+                let loc =
+                    RepoLocation::parse(n, args.repo_region.clone(), args.repo_endpoint.clone());
+                let repo = imerg_native::NativeRepo::open_or_create(&loc).await?;
+                Some(imerg_native::native_status(&ds, &repo).await?)
+            }
+            None => None,
+        };
+        anyhow::Ok((st, sweep, native))
     })??;
     if args.json {
         let mut v = serde_json::to_value(&st)?;
         if let (Some(s), Some(o)) = (&sweep, v.as_object_mut()) {
             o.insert("last_sweep".into(), sweep_json(s));
+        }
+        if let (Some(n), Some(o)) = (&native, v.as_object_mut()) {
+            o.insert("native".into(), native_json(n));
         }
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
@@ -146,6 +170,15 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         }
     } else if args.server.is_some() {
         println!("last sweep  none (the service runs no reconciliation, or has not swept yet)");
+    }
+    if let Some(n) = &native {
+        println!(
+            "native      {} granules, reflects virtual snapshot {} (updated {}), lag {:.0} s",
+            n.granules_present,
+            n.virtual_snapshot.as_deref().unwrap_or("- (not built yet)"),
+            ts(n.last_update),
+            n.lag_seconds
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -320,7 +320,7 @@ def print_table(rows: list) -> None:
             f"{m['open_zarr_s']:.3f} | {m['read_s']:.3f} | {m['total_s']:.3f} | "
             f"{m['data_reads']:.0f} ({m['data_whole']:.0f}/{m['data_range']:.0f}/"
             f"{m['data_suffix']:.0f}) | {m['data_bytes'] / 1e6:.2f} | "
-            f"{'' if ratio is None else f'{ratio:.2f}'} | "
+            f"{'' if ratio is None else f'{ratio:.3g}'} | "
             f"{'' if 'same_values' not in r else ('yes' if r['same_values'] else 'no')} |"
         )
 

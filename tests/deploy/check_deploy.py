@@ -374,7 +374,7 @@ class Checker:
                     if f not in items:
                         self.fail(f"{tag}: {k}={v} is not a file of a mounted {SECRET_NAME} volume")
             roles = set(env.get("IMERG_ROLES", "all").split(","))
-            if not roles <= {"listener", "worker", "committer", "api"}:
+            if not roles <= {"listener", "worker", "committer", "api", "native"}:
                 self.fail(f"{tag}: IMERG_ROLES={env.get('IMERG_ROLES')}: list the roles, not all")
             if (roles & {"listener", "api"}) and "committer" not in roles:
                 self.check_peer(tag, env.get("IMERG_COMMITTER_ADDR"), svcs, deps, "committer")
@@ -382,6 +382,15 @@ class Checker:
                 self.check_peer(tag, env.get("IMERG_WORKER_ADDR"), svcs, deps, "worker")
             if "listener" in roles and not env.get("IMERG_SQS_QUEUE_URL", "").startswith("https://sqs."):
                 self.fail(f"{tag}: the listener needs IMERG_SQS_QUEUE_URL")
+            if "native" in roles:
+                if not env.get("IMERG_NATIVE_REPO", "").startswith("s3://"):
+                    self.fail(f"{tag}: the native role needs IMERG_NATIVE_REPO (s3://...)")
+                if env.get("IMERG_NATIVE_REPO") == env.get("IMERG_REPO"):
+                    self.fail(f"{tag}: IMERG_NATIVE_REPO must not be the virtual repository")
+                if spec.get("replicas") != 1 or spec.get("strategy", {}).get("type") != "Recreate":
+                    self.fail(f"{tag}: the native writer needs replicas 1 and strategy Recreate")
+                if dname in scaled_targets:
+                    self.fail(f"{tag}: the native writer must never be autoscaled")
             if "committer" in roles:
                 if spec.get("replicas") != 1 or spec.get("strategy", {}).get("type") != "Recreate":
                     self.fail(f"{tag}: the committer needs replicas 1 and strategy Recreate")

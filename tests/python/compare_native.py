@@ -7,7 +7,8 @@ EXPECT.json: {"virtual_repo": dir, "container": "file:///.../" (the virtual chun
               "native_repo": dir,
               "steps": [time indices] (optional; default: every index where the virtual store's
                        granule_present == 1, plus every gap between the first and last of them),
-              "native_snapshot": id (optional; default: branch main of the native repository)}
+              "native_snapshot": id (optional; default: branch main of the native repository),
+              "virtual_snapshot": id (optional; default: branch main of the virtual repository)}
 
 Checks, one line per group, exiting non-zero with a message on the first failure: both stores open
 without warnings; same sizes, dims, variables, coordinates and dtypes; same attributes (root and
@@ -89,6 +90,8 @@ def virtual_session(expect: dict):
     repo = ic.Repository.open(
         ic.local_filesystem_storage(expect["virtual_repo"]), authorize_virtual_chunk_access=creds
     )
+    if expect.get("virtual_snapshot"):
+        return repo.readonly_session(snapshot_id=expect["virtual_snapshot"])
     return repo.readonly_session("main")
 
 
@@ -388,7 +391,10 @@ def main() -> None:
     vs, ns = virtual_session(expect), native_session(expect)
     v, n = open_ds(vs, "virtual"), open_ds(ns, "native")
     vr, nr = open_ds(vs, "virtual", raw=True), open_ds(ns, "native", raw=True)
-    print(f"opened both stores without warnings (native snapshot {ns.snapshot_id})")
+    print(
+        f"opened both stores without warnings (virtual snapshot {vs.snapshot_id}, "
+        f"native snapshot {ns.snapshot_id})"
+    )
 
     compare_structure(v, n, vr, nr)
     compare_attrs(v, n, vr, nr)

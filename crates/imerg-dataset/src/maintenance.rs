@@ -136,7 +136,14 @@ pub async fn run(
     dataset: &Dataset,
     cfg: &MaintenanceConfig,
 ) -> Result<MaintenanceReport, DatasetError> {
-    let repo = dataset.repository();
+    run_on_repository(dataset.repository(), cfg).await
+}
+
+/// [`run`] on any repository (the native store's writer cleans its own repository with it).
+pub async fn run_on_repository(
+    repo: &icechunk::Repository,
+    cfg: &MaintenanceConfig,
+) -> Result<MaintenanceReport, DatasetError> {
     let cutoff = chrono::Utc::now()
         - chrono::Duration::from_std(cfg.retention).unwrap_or(chrono::Duration::days(7));
     let am = std::sync::Arc::clone(repo.asset_manager());

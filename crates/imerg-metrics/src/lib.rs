@@ -102,6 +102,8 @@ pub const SQS_VISIBILITY_EXTENSIONS: &str = "imerg_sqs_visibility_extensions_tot
 pub const SQS_IN_FLIGHT: &str = "imerg_sqs_messages_in_flight";
 /// Age of the oldest virtual commit the native store does not reflect yet (0 when caught up).
 pub const NATIVE_LAG_SECONDS: &str = "imerg_native_lag_seconds";
+/// The configured --native-lag: the lag alert compares against it.
+pub const NATIVE_LAG_TARGET_SECONDS: &str = "imerg_native_lag_target_seconds";
 /// Wall time of one native update (all its commits).
 pub const NATIVE_UPDATE_SECONDS: &str = "imerg_native_update_seconds";
 /// Bytes of shards the native writer wrote.
@@ -370,6 +372,11 @@ pub const TABLE: &[Metric] = &[
         NATIVE_LAG_SECONDS,
         Some(Unit::Seconds),
         "Age of the oldest virtual commit the native store does not reflect yet",
+    ),
+    gauge(
+        NATIVE_LAG_TARGET_SECONDS,
+        Some(Unit::Seconds),
+        "The native writer's configured lag (--native-lag)",
     ),
     histogram(
         NATIVE_UPDATE_SECONDS,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changes::{changed_steps, present_steps};
 use crate::repo::{kind, record};
-use crate::writer::{sync_metadata, write_block};
+use crate::writer::{BlockJob, MAX_FRAMES, sync_metadata, write_block};
 use crate::{NativeError, NativeLayout, NativeRepo, WriteStats};
 
 /// How the follower runs.
@@ -31,6 +31,9 @@ pub struct FollowerConfig {
     /// How often the virtual branch is looked at.
     pub poll: Duration,
     pub layout: NativeLayout,
+    /// Snapshot expiry and garbage collection of the native repository (each update leaves the
+    /// previous version of the current block's shards behind); None: never.
+    pub maintenance: Option<imerg_dataset::MaintenanceConfig>,
 }
 
 impl Default for FollowerConfig {
@@ -39,6 +42,7 @@ impl Default for FollowerConfig {
             lag: Duration::from_secs(6 * 3600),
             poll: Duration::from_secs(30),
             layout: NativeLayout::default(),
+            maintenance: None,
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct Follower {
     native: NativeRepo,
     cfg: FollowerConfig,
     status: Arc<Mutex<NativeStatus>>,
+    last_maintenance: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Follower {
@@ -125,6 +130,33 @@ impl Follower {
             native,
             cfg,
             status: Arc::default(),
+            last_maintenance: Arc::default(),
+        }
+    }
+
+    /// Expiry and garbage collection of the native repository, at most every `every`.
+    async fn maintain(&self) {
+        let Some(cfg) = &self.cfg.maintenance else {
+            return;
+        };
+        let due = self
+            .last_maintenance
+            .lock()
+            .map(|l| l.is_none_or(|t| t.elapsed() >= cfg.every))
+            .unwrap_or(false);
+        if !due {
+            return;
+        }
+        match imerg_dataset::maintenance::run_on_repository(self.native.repository(), cfg).await {
+            Ok(r) => tracing::info!(
+                snapshots_released = r.snapshots_released,
+                bytes_deleted = r.bytes_deleted,
+                "native repository maintenance"
+            ),
+            Err(e) => tracing::warn!(error = %e, "native repository maintenance failed"),
+        }
+        if let Ok(mut l) = self.last_maintenance.lock() {
+            *l = Some(Instant::now());
         }
     }
 
@@ -143,6 +175,7 @@ impl Follower {
     /// (its commits so far are partial and are repeated on the next start).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(lag = ?self.cfg.lag, "native writer following the virtual store");
+        metrics::gauge!(m::NATIVE_LAG_TARGET_SECONDS).set(self.cfg.lag.as_secs_f64());
         match native_status(&self.virt, &self.native).await {
             Ok(st) => {
                 metrics::gauge!(m::NATIVE_GRANULES_PRESENT).set(st.granules_present as f64);
@@ -193,6 +226,7 @@ impl Follower {
             return Ok(self.cfg.poll.min(self.cfg.lag - age));
         }
         self.update_to(&tip, applied_v.as_deref()).await?;
+        self.maintain().await;
         Ok(Duration::ZERO)
     }
 
@@ -242,8 +276,13 @@ impl Follower {
         for (i, (block, block_steps)) in by_block.into_iter().enumerate() {
             let store = self.native.writable().await?;
             let arrays = sync_metadata(&store, &vstore, &layout).await?;
-            let s =
-                write_block(&store, &vstore, &layout, &arrays, block, None, &block_steps).await?;
+            let job = BlockJob {
+                block,
+                columns: None,
+                steps: &block_steps,
+                compact_above: MAX_FRAMES,
+            };
+            let s = write_block(&store, &vstore, &layout, &arrays, job).await?;
             stats += s;
             let complete = i + 1 == blocks;
             let (k, msg) = if complete {

@@ -180,6 +180,60 @@ impl FrameCodec {
     }
 }
 
+impl FrameCodec {
+    /// The frames with every run of consecutive data frames merged into one frame, if there are
+    /// more than `max` frames: each update adds a frame, and short frames compress worse (no
+    /// shared context) and cost a little to read, so a chunk is compacted once it has many.
+    pub fn compact(&mut self, frames: Vec<Frame>, max: usize) -> Result<Vec<Frame>, NativeError> {
+        if frames.len() <= max {
+            return Ok(frames);
+        }
+        let mut out: Vec<Frame> = Vec::new();
+        let mut run: Vec<Frame> = Vec::new();
+        let flush =
+            |run: &mut Vec<Frame>, out: &mut Vec<Frame>, this: &Self| -> Result<(), NativeError> {
+                match run.len() {
+                    0 => {}
+                    1 => out.append(run),
+                    _ => {
+                        let start = run[0].start;
+                        let mut len = 0u32;
+                        let mut raw = Vec::new();
+                        for f in run.drain(..) {
+                            let want = f.len as usize * this.step_bytes;
+                            let r = zstd::bulk::decompress(&f.bytes, want)
+                                .map_err(|e| NativeError::Corrupt(format!("native frame: {e}")))?;
+                            if r.len() != want {
+                                return Err(NativeError::Corrupt(
+                                    "native frame has the wrong size".into(),
+                                ));
+                            }
+                            raw.extend_from_slice(&r);
+                            len += f.len;
+                        }
+                        out.push(Frame {
+                            start,
+                            len,
+                            bytes: this.compress(&raw)?,
+                            fill: false,
+                        });
+                    }
+                }
+                Ok(())
+            };
+        for f in frames {
+            if f.fill {
+                flush(&mut run, &mut out, self)?;
+                out.push(f);
+            } else {
+                run.push(f);
+            }
+        }
+        flush(&mut run, &mut out, self)?;
+        Ok(out)
+    }
+}
+
 /// The stored chunk: its frames back to back, or None if every step is fill (the shard then
 /// marks the chunk empty and readers see the fill value).
 pub(crate) fn encode(frames: &[Frame]) -> Option<Vec<u8>> {
@@ -242,6 +296,37 @@ mod tests {
         let raw = decode(&encode(&again).unwrap(), 80);
         assert_eq!(&raw[32..40], &s4b[..]);
         assert_eq!(&raw[56..64], &s7[..]);
+    }
+
+    #[test]
+    fn compaction_merges_runs_of_data_frames_and_keeps_the_values() {
+        let mut c = FrameCodec::new(4, vec![0xff; 4], 3);
+        let mut frames = c.empty(12).unwrap();
+        let vals: Vec<[u8; 4]> = (0..12u32).map(|i| (i * 7).to_le_bytes()).collect();
+        for s in [0u32, 1, 2, 5, 6, 9] {
+            frames = c
+                .apply(frames, &BTreeMap::from([(s, &vals[s as usize][..])]))
+                .unwrap();
+        }
+        let before = zstd::stream::decode_all(&encode(&frames).unwrap()[..]).unwrap();
+        assert!(frames.len() > 6, "{}", frames.len());
+        let same = c.compact(frames.clone(), 100).unwrap();
+        assert_eq!(same, frames, "under the limit nothing changes");
+        let compacted = c.compact(frames, 2).unwrap();
+        let kinds: Vec<_> = compacted.iter().map(|f| (f.start, f.len, f.fill)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (0, 3, false),
+                (3, 2, true),
+                (5, 2, false),
+                (7, 2, true),
+                (9, 1, false),
+                (10, 2, true)
+            ]
+        );
+        let after = zstd::stream::decode_all(&encode(&compacted).unwrap()[..]).unwrap();
+        assert_eq!(after, before);
     }
 
     #[test]

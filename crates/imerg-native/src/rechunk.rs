@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::changes::{changed_steps, present_steps};
 use crate::repo::{kind, record};
-use crate::writer::{sync_metadata, write_block};
+use crate::writer::{BlockJob, sync_metadata, write_block};
 use crate::{NativeError, NativeLayout, NativeRepo, WriteStats};
 
 /// `I/N`: this job takes regions `I, I+N, I+2N, ...` (0-based).
@@ -71,6 +71,46 @@ pub struct RechunkReport {
 /// Progress of a run: regions handled so far, of how many, and granule-steps written.
 pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64, &WriteStats) + Send);
 
+/// Whether a region is done relative to the run's virtual snapshot: written at it, or at an
+/// earlier one whose changes since do not touch the region's block.
+struct Done<'a> {
+    virt: &'a Dataset,
+    target: &'a str,
+    layout: NativeLayout,
+    changed_since: HashMap<String, Option<BTreeSet<u64>>>,
+}
+
+impl<'a> Done<'a> {
+    fn new(virt: &'a Dataset, target: &'a str, layout: NativeLayout) -> Self {
+        Self {
+            virt,
+            target,
+            layout,
+            changed_since: HashMap::new(),
+        }
+    }
+
+    async fn is_done(
+        &mut self,
+        finished: &HashMap<(u64, u64), String>,
+        (block, column): (u64, u64),
+    ) -> Result<bool, NativeError> {
+        let Some(at) = finished.get(&(block, column)) else {
+            return Ok(false);
+        };
+        if !self.changed_since.contains_key(at) {
+            let c = changed_steps(self.virt, at, self.target).await?;
+            self.changed_since.insert(at.clone(), c);
+        }
+        let lo = block * self.layout.block;
+        Ok(self
+            .changed_since
+            .get(at)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.range(lo..lo + self.layout.block).next().is_none()))
+    }
+}
+
 /// Rechunks as `opts` says, reporting progress after each region.
 pub async fn rechunk(
     virt: &Dataset,
@@ -103,51 +143,43 @@ pub async fn rechunk(
         ));
     };
     let blocks: BTreeSet<u64> = present.iter().map(|t| layout.block_of(*t)).collect();
-    let regions: Vec<(u64, u64)> = blocks
+    let all: Vec<(u64, u64)> = blocks
         .iter()
         .flat_map(|b| (0..columns).map(move |c| (*b, c)))
+        .collect();
+    let regions: Vec<(u64, u64)> = all
+        .iter()
         .enumerate()
         .filter(|(i, _)| opts.shard.is_none_or(|s| *i as u64 % s.count == s.index))
-        .map(|(_, r)| r)
+        .map(|(_, r)| *r)
         .collect();
     report.regions = regions.len() as u64;
 
+    let mut done = Done::new(virt, &v, layout);
     let finished = native.finished_regions().await?;
-    let mut changed_since: HashMap<String, Option<BTreeSet<u64>>> = HashMap::new();
-    for (n, (block, column)) in regions.iter().copied().enumerate() {
+    for (n, region) in regions.iter().copied().enumerate() {
+        let (block, column) = region;
+        if done.is_done(&finished, region).await? {
+            report.regions_skipped += 1;
+            progress(n as u64 + 1, report.regions, &report.stats);
+            continue;
+        }
         let lo = block * layout.block;
         let hi = lo + layout.block;
-        if let Some(done_at) = finished.get(&(block, column)) {
-            if !changed_since.contains_key(done_at) {
-                let c = changed_steps(virt, done_at, &v).await?;
-                changed_since.insert(done_at.clone(), c);
-            }
-            let untouched = changed_since
-                .get(done_at)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| c.range(lo..hi).next().is_none());
-            if untouched {
-                report.regions_skipped += 1;
-                progress(n as u64 + 1, report.regions, &report.stats);
-                continue;
-            }
-        }
         let steps: Vec<u64> = present.range(lo.max(from)..hi.min(to)).copied().collect();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let store = native.writable().await?;
             let arrays = sync_metadata(&store, &vstore, &layout).await?;
-            let stats = write_block(
-                &store,
-                &vstore,
-                &layout,
-                &arrays,
+            let job = BlockJob {
                 block,
-                Some(&[column]),
-                &steps,
-            )
-            .await?;
+                columns: Some(&[column]),
+                steps: &steps,
+                // Written once: one frame per run of data.
+                compact_above: 1,
+            };
+            let stats = write_block(&store, &vstore, &layout, &arrays, job).await?;
             let rec = record(
                 kind::REGION,
                 &v,
@@ -172,17 +204,29 @@ pub async fn rechunk(
         progress(n as u64 + 1, report.regions, &report.stats);
     }
 
-    if opts.start.is_none() && opts.end.is_none() && opts.shard.is_none() {
-        let store = native.writable().await?;
-        sync_metadata(&store, &vstore, &layout).await?;
-        native
-            .commit(
-                &store,
-                &format!("rechunk complete at the virtual snapshot {v}"),
-                record(kind::RECHUNK_COMPLETE, &v, json!({"steps": present.len()})),
-            )
-            .await?;
-        report.completed = true;
+    // The whole record: once every region (this job's and the other jobs') is done, the store
+    // reflects `v` completely, and the follower starts from there.
+    if opts.start.is_none() && opts.end.is_none() {
+        let finished = native.finished_regions().await?;
+        let mut complete = true;
+        for r in &all {
+            if !done.is_done(&finished, *r).await? {
+                complete = false;
+                break;
+            }
+        }
+        if complete {
+            let store = native.writable().await?;
+            sync_metadata(&store, &vstore, &layout).await?;
+            native
+                .commit(
+                    &store,
+                    &format!("rechunk complete at the virtual snapshot {v}"),
+                    record(kind::RECHUNK_COMPLETE, &v, json!({"steps": present.len()})),
+                )
+                .await?;
+            report.completed = true;
+        }
     }
     report.elapsed = started.elapsed();
     Ok(report)

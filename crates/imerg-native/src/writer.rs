@@ -21,6 +21,11 @@ use crate::{NativeError, shard};
 /// Time steps decoded from the virtual store at a time, per column.
 pub const SUB_BATCH: usize = 48;
 
+/// A chunk with more frames than this after a follower update is compacted (runs of data frames
+/// merged): short frames compress several times worse than one long frame (BENCHMARKS.md,
+/// "Native store"), merging costs a decode and encode of the chunk's data.
+pub const MAX_FRAMES: usize = 16;
+
 /// Virtual chunks fetched concurrently.
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -182,6 +187,9 @@ pub struct ColumnJob {
     pub column: u64,
     /// Absolute time indices inside the block, ascending.
     pub steps: Vec<u64>,
+    /// Compact a chunk that has more frames than this after the update (see [`MAX_FRAMES`]); 1
+    /// merges every run of data frames (the batch rechunk, which writes a region once).
+    pub compact_above: usize,
 }
 
 /// The decoded values of one step for the lon range `[lon0, lon1)`, every latitude:
@@ -347,6 +355,20 @@ pub async fn write_column(
         codec = c;
     }
 
+    let compact_above = job.compact_above;
+    let tiles = tokio::task::spawn_blocking(move || {
+        tiles
+            .into_iter()
+            .map(|shard_tiles| {
+                shard_tiles
+                    .into_iter()
+                    .map(|f| codec.compact(f, compact_above))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| NativeError::Codec(e.to_string()))??;
     for (row, shard_tiles) in tiles.into_iter().enumerate() {
         let key = format!("{}/c/{}/{}/{row}", a.name, job.block, job.column);
         let chunks: Vec<Option<Vec<u8>>> = shard_tiles.iter().map(|f| frames::encode(f)).collect();
@@ -368,31 +390,39 @@ pub async fn write_column(
     Ok(stats)
 }
 
-/// Writes `steps` (all inside `block`) of every data variable into the shard columns `columns`,
-/// one column at a time (uncommitted). `columns` of None means all of them.
+/// What [`write_block`] writes: `steps` (all inside `block`) into the shard columns `columns`
+/// (None: all of them), compacting chunks with more than `compact_above` frames.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockJob<'a> {
+    pub block: u64,
+    pub columns: Option<&'a [u64]>,
+    pub steps: &'a [u64],
+    pub compact_above: usize,
+}
+
+/// Writes a block's steps of every data variable, one shard column at a time (uncommitted).
 pub async fn write_block(
     native: &Store,
     virt: &Store,
     layout: &NativeLayout,
     arrays: &[Arc<DataArray>],
-    block: u64,
-    columns: Option<&[u64]>,
-    steps: &[u64],
+    job: BlockJob<'_>,
 ) -> Result<WriteStats, NativeError> {
     let mut stats = WriteStats::default();
-    if steps.is_empty() {
+    if job.steps.is_empty() {
         return Ok(stats);
     }
     for a in arrays {
         let all: Vec<u64> = (0..a.shard_grid(layout)[0]).collect();
-        for &column in columns.unwrap_or(&all) {
-            let job = ColumnJob {
+        for &column in job.columns.unwrap_or(&all) {
+            let column_job = ColumnJob {
                 array: Arc::clone(a),
-                block,
+                block: job.block,
                 column,
-                steps: steps.to_vec(),
+                steps: job.steps.to_vec(),
+                compact_above: job.compact_above,
             };
-            stats += write_column(native, virt, layout, &job).await?;
+            stats += write_column(native, virt, layout, &column_job).await?;
             imerg_crashpoint::reached(imerg_crashpoint::NATIVE_MID_UPDATE);
         }
     }

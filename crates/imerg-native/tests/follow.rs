@@ -166,17 +166,15 @@ async fn the_follower_applies_new_late_and_replaced_granules_across_a_block_boun
         let v = ds.store_at(&tip).await.unwrap();
         let store = native.writable().await.unwrap();
         let arrays = sync_metadata(&store, &v, &layout).await.unwrap();
-        imerg_native::writer::write_block(
-            &store,
-            &v,
-            &layout,
-            &arrays,
-            b0 / layout.block,
-            Some(&[0]),
-            &[b0 + 1],
-        )
-        .await
-        .unwrap();
+        let job = imerg_native::writer::BlockJob {
+            block: b0 / layout.block,
+            columns: Some(&[0]),
+            steps: &[b0 + 1],
+            compact_above: imerg_native::writer::MAX_FRAMES,
+        };
+        imerg_native::writer::write_block(&store, &v, &layout, &arrays, job)
+            .await
+            .unwrap();
         drop(store);
     }
     let stats = f.update_now().await.unwrap().expect("an update");

@@ -237,6 +237,7 @@ impl Service {
                     imerg_native::FollowerConfig {
                         lag: n.lag,
                         poll: n.poll,
+                        maintenance: settings.committer.maintenance.clone(),
                         ..Default::default()
                     },
                 ))

@@ -65,6 +65,8 @@ fn compare(dir: &Path, virt: &Path, container: &Path, native: &Path) -> serde_js
     let out = Command::new(python())
         .arg(script)
         .arg(&path)
+        // zarr's fused codec pipeline reads sharded arrays ~2.5x faster (compare_native.py).
+        .env("IMERG_COMPARE_ZARR_PIPELINE", "fused")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

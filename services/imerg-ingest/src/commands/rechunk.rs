@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_name = "I/N")]
     shard: Option<ShardOf>,
     /// Read this virtual snapshot instead of the branch tip (jobs of one sharded run share it).
-    #[arg(long)]
+    #[arg(long, env = "IMERG_RECHUNK_VIRTUAL_SNAPSHOT")]
     virtual_snapshot: Option<String>,
     /// S3-compatible endpoint of s3:// repositories (a local server); default AWS.
     #[arg(long, env = "IMERG_REPO_ENDPOINT")]
@@ -95,7 +95,8 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         start: index(&args.start)?,
         end: index(&args.end)?,
         shard: args.shard,
-        virtual_snapshot: args.virtual_snapshot.clone(),
+        // An empty value (the Job manifest's default) means the branch tip.
+        virtual_snapshot: args.virtual_snapshot.clone().filter(|s| !s.is_empty()),
         ..Default::default()
     };
     super::block_on(async move {

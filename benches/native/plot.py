@@ -75,8 +75,10 @@ def main() -> None:
         ax.legend(fontsize=8)
     r0 = rows[(cases[0], "native")]
     fig.suptitle(a.title, fontsize=10)
+    n_runs = sorted({len(rows[(c, s)]["runs"]) for c in cases for s in STORES})
+    runs = f"{n_runs[0]}" if len(n_runs) == 1 else f"{n_runs[0]}-{n_runs[-1]}"
     fig.text(0.5, 0.01, f"{r0.get('cores')} cores, zarr pipeline {r0.get('zarr_pipeline')}, "
-             f"{len(r0['runs'])} cold runs per bar{', ' + a.label if a.label else ''}",
+             f"{runs} cold runs per bar{', ' + a.label if a.label else ''}",
              ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     fig.savefig(a.out, dpi=120)

@@ -140,9 +140,6 @@ def counting_store_class():
         def _get_many(self, requests):
             return Store._get_many(self, requests)
 
-        def _supports_sync_io(self):
-            return False
-
     return CountingStore
 
 

@@ -39,7 +39,7 @@ pub struct FollowerConfig {
 impl Default for FollowerConfig {
     fn default() -> Self {
         Self {
-            lag: Duration::from_secs(6 * 3600),
+            lag: Duration::from_secs(24 * 3600),
             poll: Duration::from_secs(30),
             layout: NativeLayout::default(),
             maintenance: None,

@@ -192,7 +192,7 @@ pub struct ServiceConfig {
     /// How long a virtual commit may wait before the native store gets it: each update applies
     /// everything committed meanwhile, so a longer lag writes fewer, larger updates
     /// (docs/native-store.md has the measured cost per lag).
-    #[arg(long, env = "IMERG_NATIVE_LAG", default_value = "6h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "IMERG_NATIVE_LAG", default_value = "24h", value_parser = humantime::parse_duration)]
     #[serde(with = "duration_text")]
     pub native_lag: Duration,
     /// How often the native writer looks at the virtual store's branch.

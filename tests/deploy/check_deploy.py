@@ -66,6 +66,7 @@ UNSET_ON_PURPOSE = {
     "IMERG_SOURCE_ANONYMOUS": "NASA's bucket needs the Earthdata credentials",
     "IMERG_PRODUCT_PROFILE": "the built-in profile (IMERG_PRODUCT) is used",
     "IMERG_CONFIG": "settings come from the ConfigMap's variables, not a TOML file",
+    "IMERG_NATIVE_KEEP_MANTISSA_BITS": "the native store is lossless by default",
 }
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",

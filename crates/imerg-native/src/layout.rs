@@ -18,6 +18,9 @@ pub struct NativeLayout {
     pub shard: [u64; 2],
     /// zstd level of the frames.
     pub level: i32,
+    /// Lossy mode: float32 values keep this many mantissa bits (of 23), rounded to nearest as
+    /// numcodecs' BitRound does; fill values, NaN and infinities stay exact. None: lossless.
+    pub keep_mantissa_bits: Option<u8>,
 }
 
 impl Default for NativeLayout {
@@ -27,6 +30,7 @@ impl Default for NativeLayout {
             tile: [10, 10],
             shard: [180, 180],
             level: 3,
+            keep_mantissa_bits: None,
         }
     }
 }
@@ -68,6 +72,14 @@ impl NativeLayout {
             json!({"name": "regular", "configuration": {
                 "chunk_shape": [self.block, self.shard[0], self.shard[1]]}}),
         );
+        if let (Some(bits), Some(attrs)) = (
+            self.keep_mantissa_bits,
+            obj.get_mut("attributes").and_then(Value::as_object_mut),
+        ) && virtual_meta["data_type"] == "float32"
+        {
+            // Readers can tell a lossy store: the values were rounded to this many bits.
+            attrs.insert("imerg_native_keep_mantissa_bits".into(), json!(bits));
+        }
         obj.insert(
             "codecs".into(),
             json!([{"name": "sharding_indexed", "configuration": {
@@ -95,6 +107,8 @@ pub struct DataArray {
     pub shape: [u64; 3],
     /// Bytes per element (little endian in both stores).
     pub dtype_size: usize,
+    /// A floating-point type (the lossy mode rounds only these).
+    pub is_float: bool,
     /// One element holding the fill value, little endian.
     pub fill: Vec<u8>,
     /// The virtual store's chunk shape `[1, lon, lat]`.
@@ -163,6 +177,7 @@ impl DataArray {
             name: name.to_string(),
             shape,
             dtype_size: fill.len(),
+            is_float: dtype == "float32",
             fill,
             virtual_chunk,
             virtual_codecs,
@@ -183,10 +198,64 @@ impl DataArray {
     }
 }
 
+/// Rounds little-endian float32 values in place to `keep` mantissa bits (round half to even on
+/// the dropped bits, as numcodecs' BitRound), leaving `fill`, NaN and infinities untouched.
+pub fn round_mantissa(values: &mut [u8], keep: u8, fill: &[u8]) {
+    let keep = u32::from(keep.min(23));
+    if keep == 23 {
+        return;
+    }
+    let drop = 23 - keep;
+    let mask = (u32::MAX >> drop) << drop;
+    let half = (1u32 << (drop - 1)) - 1;
+    for v in values.chunks_exact_mut(4) {
+        if v == fill {
+            continue;
+        }
+        let bits = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+        if !f32::from_bits(bits).is_finite() {
+            continue;
+        }
+        let rounded = bits.wrapping_add(((bits >> drop) & 1) + half) & mask;
+        v.copy_from_slice(&rounded.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn mantissa_rounding_keeps_fill_and_bounds_the_error() {
+        let fill = (-9999.9f32).to_le_bytes();
+        let vals = [1.234_567_f32, -9999.9, 0.0, 3.0e-3, f32::NAN, 1.0e6];
+        let mut b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        round_mantissa(&mut b, 7, &fill);
+        let got: Vec<f32> = b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(got[1], -9999.9, "fill untouched");
+        assert_eq!(got[2], 0.0);
+        assert!(got[4].is_nan());
+        for i in [0, 3, 5] {
+            let rel = ((got[i] - vals[i]) / vals[i]).abs();
+            assert!(rel <= 2f32.powi(-8), "{} -> {} ({rel})", vals[i], got[i]);
+            assert_eq!(
+                got[i].to_bits() & ((1 << 16) - 1),
+                0,
+                "16 low mantissa bits cleared"
+            );
+        }
+        let m = NativeLayout {
+            keep_mantissa_bits: Some(7),
+            ..Default::default()
+        }
+        .data_array_metadata(&virtual_meta())
+        .unwrap();
+        assert_eq!(m["attributes"]["imerg_native_keep_mantissa_bits"], 7);
+    }
 
     fn virtual_meta() -> Value {
         json!({"zarr_format": 3, "node_type": "array", "shape": [100, 3600, 1800],

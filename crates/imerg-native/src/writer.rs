@@ -198,8 +198,8 @@ async fn read_virtual_step(
     virt: &Store,
     a: &DataArray,
     step: u64,
-    lon0: u64,
-    lon1: u64,
+    (lon0, lon1): (u64, u64),
+    keep_mantissa_bits: Option<u8>,
 ) -> Result<(Vec<u8>, u64), NativeError> {
     let cl = a.virtual_chunk[1];
     let n_lat = usize::try_from(a.shape[2]).map_err(|_| NativeError::Metadata("grid".into()))?;
@@ -217,8 +217,14 @@ async fn read_virtual_step(
         read += 1;
         let codecs = a.virtual_codecs.clone();
         let size = a.dtype_size;
+        let fill = a.fill.clone();
+        let lossy = keep_mantissa_bits.filter(|_| size == 4 && a.is_float);
         let decoded = tokio::task::spawn_blocking(move || {
-            imerg_refs::decode_chunk(&codecs, &stored, size, chunk_len)
+            let mut d = imerg_refs::decode_chunk(&codecs, &stored, size, chunk_len)?;
+            if let Some(bits) = lossy {
+                crate::layout::round_mantissa(&mut d, bits, &fill);
+            }
+            Ok::<_, imerg_refs::CodecError>(d)
         })
         .await
         .map_err(|e| NativeError::Codec(e.to_string()))?
@@ -313,7 +319,7 @@ pub async fn write_column(
     for sub in job.steps.chunks(SUB_BATCH) {
         let decoded: Vec<(u64, Vec<u8>, u64)> = futures::stream::iter(sub.iter().copied())
             .map(|t| async move {
-                read_virtual_step(virt, a, t, lon0, lon1)
+                read_virtual_step(virt, a, t, (lon0, lon1), layout.keep_mantissa_bits)
                     .await
                     .map(|(v, n)| (t, v, n))
             })

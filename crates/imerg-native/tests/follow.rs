@@ -187,3 +187,75 @@ async fn the_follower_applies_new_late_and_replaced_granules_across_a_block_boun
     let before = virtual_element(&ds, "precipitation", b0 - 3, 1799, 900).await;
     assert_eq!(before.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lossy_mode_rounds_float_values_and_keeps_fill_and_integers_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, vrepo, nrepo) = (
+        dir.path().join("src"),
+        dir.path().join("v"),
+        dir.path().join("n"),
+    );
+    let p = ProductProfile::final_v07b();
+    let cfg = DatasetConfig::new(p.clone(), SourceContainer::local(&src).unwrap());
+    let ds = Dataset::open_or_create(&RepoLocation::Local(vrepo), cfg)
+        .await
+        .unwrap();
+    let t = p
+        .granule_at(parse_time("2020-01-01T00:00:00Z").unwrap())
+        .unwrap()
+        .time_index;
+    ds.commit_batch(&[granule(&src, t, &SynthOptions::default())], "b1")
+        .await
+        .unwrap();
+    let native = NativeRepo::open_or_create(&RepoLocation::Local(nrepo))
+        .await
+        .unwrap();
+    let layout = NativeLayout {
+        keep_mantissa_bits: Some(7),
+        ..Default::default()
+    };
+    let opts = imerg_native::RechunkOptions {
+        layout,
+        ..Default::default()
+    };
+    let mut progress = |_: u64, _: u64, _: &imerg_native::WriteStats| {};
+    let report = imerg_native::rechunk::rechunk(&ds, &native, &opts, &mut progress)
+        .await
+        .unwrap();
+    assert!(report.completed);
+    let tip = native.repository().lookup_branch("main").await.unwrap();
+    let session = native
+        .repository()
+        .readonly_session(&icechunk::repository::VersionInfo::SnapshotId(tip))
+        .await
+        .unwrap();
+    let store = icechunk::Store::from_session(Arc::new(tokio::sync::RwLock::new(session))).await;
+    let mut rounded = 0;
+    for a in native_arrays(&native, &ds).await {
+        for lon in (0..3600).step_by(97) {
+            for lat in (0..1800).step_by(89) {
+                let want = virtual_element(&ds, &a.name, t, lon, lat).await;
+                let got = read_element(&store, &a, &layout, t, lon, lat)
+                    .await
+                    .unwrap();
+                if !a.is_float || want == a.fill {
+                    assert_eq!(got, want, "{} exact at {lon},{lat}", a.name);
+                    continue;
+                }
+                let (w, g) = (
+                    f32::from_le_bytes(want.clone().try_into().unwrap()),
+                    f32::from_le_bytes(got.clone().try_into().unwrap()),
+                );
+                assert!(
+                    (g - w).abs() <= w.abs() * 2f32.powi(-8),
+                    "{} at {lon},{lat}: {w} -> {g}",
+                    a.name
+                );
+                assert_eq!(g.to_bits() & 0xffff, 0, "low mantissa bits cleared");
+                rounded += usize::from(g != w);
+            }
+        }
+    }
+    assert!(rounded > 100, "values were rounded: {rounded}");
+}

@@ -195,6 +195,10 @@ pub struct ServiceConfig {
     #[arg(long, env = "IMERG_NATIVE_LAG", default_value = "24h", value_parser = humantime::parse_duration)]
     #[serde(with = "duration_text")]
     pub native_lag: Duration,
+    /// Lossy native store: keep this many of float32's 23 mantissa bits (as `rechunk
+    /// --keep-mantissa-bits`; the same value for both). Default: lossless.
+    #[arg(long, env = "IMERG_NATIVE_KEEP_MANTISSA_BITS", value_parser = clap::value_parser!(u8).range(1..=23))]
+    pub native_keep_mantissa_bits: Option<u8>,
     /// How often the native writer looks at the virtual store's branch.
     #[arg(long, env = "IMERG_NATIVE_POLL", default_value = "30s", value_parser = humantime::parse_duration)]
     #[serde(with = "duration_text")]
@@ -404,6 +408,8 @@ pub struct NativeSettings {
     pub repo: RepoLocation,
     pub lag: Duration,
     pub poll: Duration,
+    /// Lossy mode (None: lossless).
+    pub keep_mantissa_bits: Option<u8>,
 }
 
 fn read_secret(path: &Path, what: &str) -> Result<Secret, ConfigError> {
@@ -657,6 +663,7 @@ impl ServiceConfig {
                     ),
                     lag: self.native_lag,
                     poll: self.native_poll,
+                    keep_mantissa_bits: self.native_keep_mantissa_bits,
                 }),
                 _ => None,
             },

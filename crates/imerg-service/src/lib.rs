@@ -238,7 +238,10 @@ impl Service {
                         lag: n.lag,
                         poll: n.poll,
                         maintenance: settings.committer.maintenance.clone(),
-                        ..Default::default()
+                        layout: imerg_native::NativeLayout {
+                            keep_mantissa_bits: n.keep_mantissa_bits,
+                            ..Default::default()
+                        },
                     },
                 ))
             }

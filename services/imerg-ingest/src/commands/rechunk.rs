@@ -40,6 +40,12 @@ pub struct Args {
     /// Region of s3:// repositories.
     #[arg(long, env = "IMERG_REPO_REGION")]
     repo_region: Option<String>,
+    /// Lossy mode: keep this many of float32's 23 mantissa bits (dynamical.org keeps 7); fill
+    /// values stay exact. The store's data variables say so in `imerg_native_keep_mantissa_bits`.
+    /// Give the native writer (`serve --native-keep-mantissa-bits`) the same value. Default:
+    /// lossless.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=23))]
+    keep_mantissa_bits: Option<u8>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -97,7 +103,10 @@ pub fn run(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         shard: args.shard,
         // An empty value (the Job manifest's default) means the branch tip.
         virtual_snapshot: args.virtual_snapshot.clone().filter(|s| !s.is_empty()),
-        ..Default::default()
+        layout: imerg_native::NativeLayout {
+            keep_mantissa_bits: args.keep_mantissa_bits,
+            ..Default::default()
+        },
     };
     super::block_on(async move {
         let virt = Dataset::open(&location(&args.from), profile.clone())

@@ -1,4 +1,5 @@
-//! The native time-series store, end to end: granules appended to the virtual store out of order
+//! The native time-series store, end to end: granules of three days (the second missing)
+//! appended to the virtual store out of order
 //! and with a duplicate, the service's `native` role following it and SIGKILLed in the middle of
 //! an update (crash point `native_mid_update`), then a late granule, a new one and a replaced one
 //! appended, the writer restarted; its lag metric returns to 0, `status` and `GetStatus` report
@@ -87,7 +88,9 @@ fn the_native_store_follows_the_virtual_store_through_a_crash_and_reads_the_same
         data.join("repo"),
         data.join("native"),
     );
-    synth(&granules, "2020-01-01", "2020-01-01T06:00");
+    // Three days: six granules on the first, none on the second, six on the third.
+    synth(&granules, "2020-01-01", "2020-01-01T03:00");
+    synth(&granules, "2020-01-03", "2020-01-03T03:00");
     let replacement = data.join("replacement");
     synth_with(
         &replacement,
@@ -95,11 +98,13 @@ fn the_native_store_follows_the_virtual_store_through_a_crash_and_reads_the_same
         "2020-01-01T01:30",
         &["--realistic"],
     );
-    let all: Vec<PathBuf> = keys("2020-01-01", "2020-01-01T06:00")
+    let all: Vec<PathBuf> = keys("2020-01-01", "2020-01-01T03:00")
         .iter()
+        .chain(&keys("2020-01-03", "2020-01-03T03:00"))
         .map(|k| granules.join(k))
         .collect();
-    // Shuffled, with a duplicate; 03:00 (late) and 05:30 (new) come later, 01:30 never (a gap).
+    // Shuffled, with a duplicate; 01-03 00:00 (late) and 01-03 02:30 (new) come later, 01-01
+    // 01:30 never (a gap, besides the whole second day).
     let order = [7usize, 2, 9, 0, 4, 1, 8, 2, 10, 5];
     append(
         &virt,
@@ -183,8 +188,8 @@ fn the_native_store_follows_the_virtual_store_through_a_crash_and_reads_the_same
     let result = compare(data, &virt, &granules, &native);
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(
-        result["compared_steps"], 12,
-        "11 granules and the gap: {result}"
+        result["compared_steps"], 102,
+        "11 granules and the 91 missing steps between them: {result}"
     );
     drop(second);
 

@@ -33,4 +33,5 @@ pub use error::DatasetError;
 pub use history::LIST_GRANULES_UP_TO;
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};
 pub use status::{CommitInfo, Gap, Status};
+pub use store_io::is_not_found;
 pub use verify::{ChunkToVerify, VerifyError};

@@ -19,7 +19,7 @@ pub(crate) fn array_path(name: &str) -> Result<Path, DatasetError> {
 }
 
 /// A key that is absent, or whose array does not exist yet.
-pub(crate) fn is_not_found(e: &icechunk::store::StoreError) -> bool {
+pub fn is_not_found(e: &icechunk::store::StoreError) -> bool {
     use icechunk::store::StoreErrorKind;
     matches!(
         e.kind(),

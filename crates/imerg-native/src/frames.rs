@@ -43,6 +43,19 @@ impl FrameCodec {
         zstd::bulk::compress(raw, self.level).map_err(|e| NativeError::Codec(e.to_string()))
     }
 
+    /// A frame's values: exactly its steps' bytes (no more is ever inflated).
+    fn decode(&self, f: &Frame) -> Result<Vec<u8>, NativeError> {
+        let want = f.len as usize * self.step_bytes;
+        let raw = zstd::bulk::decompress(&f.bytes, want)
+            .map_err(|e| NativeError::Corrupt(format!("native frame: {e}")))?;
+        if raw.len() != want {
+            return Err(NativeError::Corrupt(
+                "native frame has the wrong size".into(),
+            ));
+        }
+        Ok(raw)
+    }
+
     /// The frame of `len` steps of fill values.
     fn fill_bytes(&mut self, len: u32) -> Result<Vec<u8>, NativeError> {
         if let Some(b) = self.fills.get(&len) {
@@ -156,14 +169,7 @@ impl FrameCodec {
                     out.push(self.fill_frame(cur, end - cur)?);
                 }
             } else {
-                let want = f.len as usize * self.step_bytes;
-                let mut raw = zstd::bulk::decompress(&f.bytes, want)
-                    .map_err(|e| NativeError::Corrupt(format!("native frame: {e}")))?;
-                if raw.len() != want {
-                    return Err(NativeError::Corrupt(
-                        "native frame has the wrong size".into(),
-                    ));
-                }
+                let mut raw = self.decode(&f)?;
                 for (s, v) in ups {
                     let at = (s - f.start) as usize * self.step_bytes;
                     raw[at..at + self.step_bytes].copy_from_slice(v);
@@ -200,15 +206,7 @@ impl FrameCodec {
                         let mut len = 0u32;
                         let mut raw = Vec::new();
                         for f in run.drain(..) {
-                            let want = f.len as usize * this.step_bytes;
-                            let r = zstd::bulk::decompress(&f.bytes, want)
-                                .map_err(|e| NativeError::Corrupt(format!("native frame: {e}")))?;
-                            if r.len() != want {
-                                return Err(NativeError::Corrupt(
-                                    "native frame has the wrong size".into(),
-                                ));
-                            }
-                            raw.extend_from_slice(&r);
+                            raw.extend_from_slice(&this.decode(&f)?);
                             len += f.len;
                         }
                         out.push(Frame {

@@ -51,20 +51,15 @@ impl std::ops::AddAssign for WriteStats {
     }
 }
 
-fn is_not_found(e: &icechunk::store::StoreError) -> bool {
-    use icechunk::session::SessionErrorKind;
-    use icechunk::store::StoreErrorKind;
-    matches!(
-        e.kind(),
-        StoreErrorKind::NotFound(_)
-            | StoreErrorKind::SessionError(SessionErrorKind::NodeNotFound { .. })
-    )
+/// The key of a data variable's shard.
+fn shard_key(name: &str, block: u64, column: u64, row: u64) -> String {
+    format!("{name}/c/{block}/{column}/{row}")
 }
 
 async fn get(store: &Store, key: &str) -> Result<Option<Bytes>, NativeError> {
     match store.get(key, &ByteRange::ALL).await {
         Ok(b) => Ok(Some(b)),
-        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) if imerg_dataset::is_not_found(&e) => Ok(None),
         Err(e) => Err(NativeError::store(key, e)),
     }
 }
@@ -294,7 +289,7 @@ pub async fn write_column(
     let mut tiles: Vec<Vec<Vec<Frame>>> = Vec::new();
     let mut existed = Vec::new();
     for row in 0..rows {
-        let key = format!("{}/c/{}/{}/{row}", a.name, job.block, job.column);
+        let key = shard_key(&a.name, job.block, job.column, row);
         let stored = get(native, &key).await?;
         existed.push(stored.is_some());
         let mut shard_tiles = Vec::with_capacity(per_shard);
@@ -376,7 +371,7 @@ pub async fn write_column(
     .await
     .map_err(|e| NativeError::Codec(e.to_string()))??;
     for (row, shard_tiles) in tiles.into_iter().enumerate() {
-        let key = format!("{}/c/{}/{}/{row}", a.name, job.block, job.column);
+        let key = shard_key(&a.name, job.block, job.column, row as u64);
         let chunks: Vec<Option<Vec<u8>>> = shard_tiles.iter().map(|f| frames::encode(f)).collect();
         match shard::encode(&chunks) {
             Some(bytes) => {
@@ -447,7 +442,7 @@ pub async fn read_element(
 ) -> Result<Vec<u8>, NativeError> {
     let block = layout.block_of(t);
     let (column, row) = (lon / layout.shard[0], lat / layout.shard[1]);
-    let key = format!("{}/c/{block}/{column}/{row}", a.name);
+    let key = shard_key(&a.name, block, column, row);
     let Some(stored) = get(native, &key).await? else {
         return Ok(a.fill.clone());
     };

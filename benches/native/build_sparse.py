@@ -112,6 +112,12 @@ class Template:
         return out
 
 
+def product(tpl) -> dict:
+    """The root attribute imerg_product: JSON text (an object in stores written before CF-1.10)."""
+    p = tpl.root["attributes"]["imerg_product"]
+    return json.loads(p) if isinstance(p, str) else p
+
+
 def first_step_seconds(tpl: Template) -> int:
     """The product's first granule in the time units (seconds since the GPS epoch, no leap
     seconds, as the ingest writes them)."""
@@ -119,7 +125,7 @@ def first_step_seconds(tpl: Template) -> int:
     m = re.match(r"seconds since (\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)", units)
     epoch = dt.datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}+00:00")
     first = dt.datetime.fromisoformat(
-        tpl.root["attributes"]["imerg_product"]["first_granule"].replace("Z", "+00:00")
+        product(tpl)["first_granule"].replace("Z", "+00:00")
     )
     return int((first - epoch).total_seconds())
 
@@ -261,7 +267,7 @@ def main() -> None:
     a.batch = a.batch or a.length
     t0 = time.perf_counter()
     tpl = Template(a.template, a.container)
-    a.cadence_s = int(tpl.root["attributes"]["imerg_product"]["cadence_minutes"]) * 60
+    a.cadence_s = int(product(tpl)["cadence_minutes"]) * 60
     first = first_step_seconds(tpl)
     if first != tpl.time0:
         raise SystemExit(f"time[0] of the template is {tpl.time0}, the first granule gives {first}")

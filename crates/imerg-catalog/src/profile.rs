@@ -109,6 +109,9 @@ pub struct ProductProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_latency_minutes: Option<u32>,
     pub layout: LayoutSpec,
+    /// The collection's DOI (`10.5067/...`), cited in the store's `references` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doi: Option<String>,
 }
 
 /// One granule of a product: where it is and where it goes.
@@ -167,6 +170,7 @@ impl ProductProfile {
             cadence_minutes: 30,
             expected_latency_minutes: None,
             layout: LayoutSpec::imerg_v07(),
+            doi: Some("10.5067/GPM/IMERG/3B-HH/07".into()),
         }
     }
 
@@ -192,6 +196,7 @@ impl ProductProfile {
             extension: "HDF5".into(),
             record_end: None,
             expected_latency_minutes: Some(882),
+            doi: Some("10.5067/GPM/IMERG/3B-HH-L/07".into()),
             ..Self::final_v07b()
         }
     }
@@ -211,6 +216,7 @@ impl ProductProfile {
                 VersionLabel::since("V07C", utc_hm(2026, 3, 4, 0, 0)),
             ],
             expected_latency_minutes: Some(276),
+            doi: Some("10.5067/GPM/IMERG/3B-HH-E/07".into()),
             ..Self::late_v07()
         }
     }

@@ -8,7 +8,7 @@ use imerg_catalog::ProductProfile;
 use imerg_refs::{Coords, GranuleRefs, Layout, TimeUnits};
 use serde_json::{Map, Value, json};
 
-use crate::DatasetError;
+use crate::{DatasetError, cf};
 
 /// Chunk length of `time`, `time_bnds` and `granule_present`: 131,072 half hours (7.5 years),
 /// so the full Final record's time axis is 4 chunks.
@@ -55,23 +55,33 @@ fn array(
     })
 }
 
-/// Root group: what the dataset is, and the layout every granule must match.
-fn root_metadata(profile: &ProductProfile, layout: &Layout, time_units: &str) -> Value {
-    json!({
+/// Root group: what the dataset is (CF attributes, see [`crate::cf`]), and the layout every
+/// granule must match. The product profile and the layout are JSON text, not nested objects:
+/// netCDF attributes are flat.
+fn root_metadata(
+    profile: &ProductProfile,
+    layout: &Layout,
+    time_units: &str,
+) -> Result<Value, DatasetError> {
+    let text = |r: serde_json::Result<String>| {
+        r.map_err(|e| DatasetError::Inconsistent(format!("root attributes: {e}")))
+    };
+    let mut attributes = cf::root_attributes(profile);
+    attributes.insert(
+        ATTR_PRODUCT.into(),
+        json!(text(serde_json::to_string(profile))?),
+    );
+    attributes.insert(
+        ATTR_LAYOUT.into(),
+        json!(text(serde_json::to_string(layout))?),
+    );
+    attributes.insert(ATTR_FINGERPRINT.into(), json!(layout.fingerprint()));
+    attributes.insert(ATTR_TIME_UNITS.into(), json!(time_units));
+    Ok(json!({
         "zarr_format": 3,
         "node_type": "group",
-        "attributes": {
-            "title": profile.title,
-            "Conventions": "CF-1.8",
-            "source": format!("{}{}", profile.bucket_url, profile.collection_path),
-            "history": "virtual references written by imerg-ingest",
-            "time_coverage_note": "time is a regular axis from the product's first granule; data variables are NaN and granule_present is 0 where a granule is missing",
-            ATTR_PRODUCT: profile,
-            ATTR_LAYOUT: layout,
-            ATTR_FINGERPRINT: layout.fingerprint(),
-            ATTR_TIME_UNITS: time_units,
-        },
-    })
+        "attributes": attributes,
+    }))
 }
 
 /// `time`: int64 values in the files' own units, decoded by xarray with the proleptic Gregorian
@@ -83,6 +93,7 @@ fn time_metadata(len: u64, coords: &Coords) -> Value {
     attrs.insert("calendar".into(), json!("proleptic_gregorian"));
     attrs.insert("source_calendar".into(), json!(coords.time.calendar));
     attrs.insert("bounds".into(), json!("time_bnds"));
+    cf::add_coordinate_attributes("time", &mut attrs);
     array(&[len], &[TIME_CHUNK], "int64", json!(0), &["time"], attrs)
 }
 
@@ -90,6 +101,7 @@ fn time_bnds_metadata(len: u64, coords: &Coords) -> Value {
     let mut attrs = Map::new();
     attrs.insert("units".into(), json!(coords.time.units));
     attrs.insert("calendar".into(), json!("proleptic_gregorian"));
+    cf::add_coordinate_attributes("time_bnds", &mut attrs);
     array(
         &[len, 2],
         &[TIME_CHUNK / 2, 2],
@@ -112,15 +124,15 @@ fn present_metadata(len: u64) -> Value {
 }
 
 /// A float32 coordinate stored in one chunk.
-fn coord_metadata(shape: &[u64], dims: &[&str], attributes: &Map<String, Value>) -> Value {
-    array(
-        shape,
-        shape,
-        "float32",
-        json!("NaN"),
-        dims,
-        attributes.clone(),
-    )
+fn coord_metadata(
+    name: &str,
+    shape: &[u64],
+    dims: &[&str],
+    attributes: &Map<String, Value>,
+) -> Value {
+    let mut attributes = attributes.clone();
+    cf::add_coordinate_attributes(name, &mut attributes);
+    array(shape, shape, "float32", json!("NaN"), dims, attributes)
 }
 
 /// Everything the store holds before its first references, built from the first granule written:
@@ -135,13 +147,12 @@ pub(crate) fn initial_objects(
         |v: &Value| serde_json::to_vec(v).map_err(|e| DatasetError::Inconsistent(e.to_string()));
     let mut out = vec![(
         "zarr.json".to_string(),
-        json(&root_metadata(profile, &g.layout, &g.coords.time.units))?,
+        json(&root_metadata(profile, &g.layout, &g.coords.time.units)?)?,
     )];
     for (name, v) in &g.variables {
-        out.push((
-            format!("{name}/zarr.json"),
-            json(&with_time_len(&v.zarr, len))?,
-        ));
+        let mut meta = with_time_len(&v.zarr, len);
+        cf::add_to_array_metadata(name, &mut meta, true);
+        out.push((format!("{name}/zarr.json"), json(&meta)?));
     }
     out.push((
         "time/zarr.json".into(),
@@ -164,7 +175,7 @@ pub(crate) fn initial_objects(
         };
         out.push((
             format!("{name}/zarr.json"),
-            json(&coord_metadata(&c.shape, &dims, &c.attributes))?,
+            json(&coord_metadata(name, &c.shape, &dims, &c.attributes))?,
         ));
         let key = if c.shape.len() == 2 {
             format!("{name}/c/0/0")

@@ -167,6 +167,15 @@ async fn run(
     let mut closed = false;
     let mut stopping = false;
     let validating = Arc::new(AtomicBool::new(false));
+    // Months completed before tagging existed, or whose tagging failed last time.
+    match dataset.tag_all_completed_months(chrono::Utc::now()).await {
+        Ok(tags) if !tags.is_empty() => {
+            metrics::counter!(m::MONTHS_TAGGED).increment(tags.len() as u64);
+            tracing::info!(count = tags.len(), first = %tags[0], "completed months tagged");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not tag completed months"),
+    }
     while !closed {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -326,14 +335,18 @@ async fn commit_with_retries(
                     seconds = started.elapsed().as_secs_f64(),
                     "batch durable"
                 );
-                let written = outcome
+                let written: Vec<bool> = outcome
                     .outcomes
                     .iter()
                     .map(|(_, o)| {
                         matches!(o, GranuleOutcome::Added | GranuleOutcome::Replaced { .. })
                     })
                     .collect();
+                let tag_at = outcome.committed.then(|| outcome.snapshot.clone());
                 reply_all(batch, outcome, stats);
+                if let Some(snapshot) = tag_at {
+                    tag_months(dataset, granules, &written, &snapshot).await;
+                }
                 return written;
             }
             Err(e @ DatasetError::SecondWriter { .. }) => {
@@ -368,6 +381,27 @@ async fn commit_with_retries(
     tracing::error!(error = %last_err, "batch failed after retries");
     fail_all(batch, &last_err);
     Vec::new()
+}
+
+/// Tags the months the batch completed (after the replies: tagging never delays an ack). A
+/// failure is logged; the next commit into the month tries again.
+async fn tag_months(dataset: &Dataset, granules: &[GranuleRefs], written: &[bool], snapshot: &str) {
+    let indices = granules
+        .iter()
+        .zip(written)
+        .filter_map(|(g, &w)| w.then_some(g.time_index));
+    match dataset
+        .tag_completed_months(indices, snapshot, chrono::Utc::now())
+        .await
+    {
+        Ok(tags) => {
+            for tag in tags {
+                metrics::counter!(m::MONTHS_TAGGED).increment(1);
+                tracing::info!(%tag, %snapshot, "month complete: tagged");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, %snapshot, "could not tag completed months"),
+    }
 }
 
 /// Exponential backoff with jitter: 100 ms, 200 ms, 400 ms, ... capped at 5 s.

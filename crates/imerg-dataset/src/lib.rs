@@ -5,6 +5,7 @@
 
 mod arrays;
 mod batch;
+pub mod cf;
 mod committer;
 mod config;
 mod dataset;
@@ -14,6 +15,7 @@ pub mod maintenance;
 mod open;
 mod status;
 mod store_io;
+mod tags;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod test_support;
@@ -34,4 +36,5 @@ pub use history::LIST_GRANULES_UP_TO;
 pub use maintenance::{MaintenanceConfig, MaintenanceReport};
 pub use status::{CommitInfo, Gap, Status};
 pub use store_io::is_not_found;
+pub use tags::month_tag;
 pub use verify::{ChunkToVerify, VerifyError};

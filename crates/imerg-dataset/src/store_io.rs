@@ -71,8 +71,12 @@ pub(crate) async fn root_info(store: &Store) -> Result<Option<RootInfo>, Dataset
         return Ok(None);
     };
     let attrs = &root["attributes"];
-    let layout: Layout = serde_json::from_value(attrs[ATTR_LAYOUT].clone())
-        .map_err(|e| DatasetError::Inconsistent(format!("root layout attribute: {e}")))?;
+    // JSON text since the attributes became flat; an object in stores written before.
+    let layout: Layout = match &attrs[ATTR_LAYOUT] {
+        serde_json::Value::String(text) => serde_json::from_str(text),
+        other => serde_json::from_value(other.clone()),
+    }
+    .map_err(|e| DatasetError::Inconsistent(format!("root layout attribute: {e}")))?;
     let fingerprint = attrs[ATTR_FINGERPRINT]
         .as_str()
         .unwrap_or_default()

@@ -26,6 +26,8 @@ pub const COMMIT_SECONDS: &str = "imerg_commit_seconds";
 pub const BATCH_GRANULES: &str = "imerg_batch_granules";
 /// Commits made.
 pub const COMMITS: &str = "imerg_commits_total";
+/// Months tagged complete (`<product>-<label>-<YYYY-MM>`).
+pub const MONTHS_TAGGED: &str = "imerg_months_tagged_total";
 /// Commit attempts that failed (retried or not).
 pub const COMMIT_FAILURES: &str = "imerg_commit_failures_total";
 /// Conflicts on the branch: another writer is committing. Must stay 0.
@@ -311,6 +313,11 @@ pub const TABLE: &[Metric] = &[
     ),
     counter(COMMITS, None, "Commits made"),
     counter(COMMIT_FAILURES, None, "Failed commit attempts"),
+    counter(
+        MONTHS_TAGGED,
+        None,
+        "Months tagged once every granule in them landed",
+    ),
     counter(
         SECOND_WRITER,
         None,

@@ -1,6 +1,6 @@
 //! The gRPC server of a process: the services of the roles it runs (IngestService, CommitService,
 //! WorkerService), `grpc.health.v1` (each served service, and "" for the whole server) and
-//! reflection.
+//! reflection (v1 and v1alpha).
 
 use imerg_ingest_api::IngestApi;
 use imerg_proto::v1;
@@ -36,10 +36,18 @@ pub(crate) async fn router(
     worker: Option<imerg_remote::WorkerServer>,
 ) -> Result<(tonic::transport::server::Router, Health), ServiceError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(imerg_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1 for grpcurl, and v1alpha for the tools that only ask for it (grpcui,
+    // Postman, evans).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(imerg_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| ServiceError::Grpc(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| ServiceError::Grpc(e.to_string()))?;
     let mut served = Vec::new();
     if api.is_some() {
@@ -62,7 +70,8 @@ pub(crate) async fn router(
     }
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_optional_service(api.map(IngestApi::into_server))
         .add_optional_service(commit.map(imerg_remote::CommitServer::into_server))
         .add_optional_service(worker.map(imerg_remote::WorkerServer::into_server));

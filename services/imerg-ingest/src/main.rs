@@ -90,16 +90,25 @@ fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     )
 }
 
-fn init_logging(format: LogFormat) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+/// Log levels when RUST_LOG is not set. The service logs at `info`, except Icechunk's warning on
+/// every open that a local-filesystem repository is unsafe for concurrent writers (the service is
+/// the single writer by design). The other commands print their own results for a person to
+/// read: only their warnings and errors are logged, and none of Icechunk's (its errors reach the
+/// command as errors; its log lines are internals, such as cancelled manifest pre-loads at exit
+/// or the `unsafe_use_metadata` note on every local repository created).
+const SERVICE_LOG_LEVELS: &str = "info,icechunk_arrow_object_store=error";
+const COMMAND_LOG_LEVELS: &str =
+    "warn,icechunk=off,icechunk_storage=off,icechunk_arrow_object_store=off";
+
+fn init_logging(
+    format: LogFormat,
+    default_levels: &str,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // Icechunk warns on every open that a local-filesystem repository is unsafe for
-        // concurrent writers; this service is the single writer by design.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,icechunk_arrow_object_store=error")
-        });
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_levels));
     let provider = otlp_provider();
     let otel = provider
         .as_ref()
@@ -145,7 +154,11 @@ fn main() -> std::process::ExitCode {
         .subcommand_matches("serve")
         .cloned()
         .unwrap_or_default();
-    let tracer_provider = init_logging(cli.log_format);
+    let levels = match cli.command {
+        Command::Serve(_) => SERVICE_LOG_LEVELS,
+        _ => COMMAND_LOG_LEVELS,
+    };
+    let tracer_provider = init_logging(cli.log_format, levels);
     let result = (|| -> anyhow::Result<std::process::ExitCode> {
         let profile = cli.product.load()?;
         match cli.command {

@@ -245,3 +245,77 @@ fn inspect_layout_reports_indexes_filters_and_metadata_ranges() {
         lines[1]
     );
 }
+
+/// What a person runs and reads: every one-shot subcommand, run on a fresh local repository,
+/// prints its result on stdout and nothing on stderr (no Icechunk log lines about cancelled
+/// manifest pre-loads, no `unsafe_use_metadata` note when a repository is created).
+#[test]
+fn every_subcommand_keeps_stderr_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("granules");
+    synth(&src, "2021-03-04T05:00", "2021-03-04T06:00");
+    let day = src.join("GPM_L3/GPM_3IMERGHH.07/2021/063");
+    let files: Vec<_> = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let repo = dir.path().join("repo");
+    let native = dir.path().join("native");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (repo_s, native_s, src_s) = (path(&repo), path(&native), path(&src));
+    let range = ["--start", "2021-03-04T05:00", "--end", "2021-03-04T06:00"];
+    let mut runs: Vec<Vec<String>> = vec![
+        vec!["profile".into()],
+        vec![
+            "synth".into(),
+            "--out".into(),
+            path(&dir.path().join("more")),
+        ],
+        vec!["append".into(), "--repo".into(), repo_s.clone()],
+        vec!["status".into(), "--repo".into(), repo_s.clone()],
+        vec!["virtualize".into(), "--json".into()],
+        vec!["inspect".into(), "--layout".into()],
+        vec!["verify".into(), "--repo".into(), repo_s.clone()],
+        vec![
+            "rechunk".into(),
+            "--from".into(),
+            repo_s.clone(),
+            "--to".into(),
+            native_s,
+        ],
+        vec![
+            "simulate".into(),
+            "--repo".into(),
+            path(&dir.path().join("sim")),
+            "--source-root".into(),
+            src_s,
+        ],
+        vec!["status".into(), "--repo".into(), repo_s],
+    ];
+    for r in &mut runs {
+        match r[0].as_str() {
+            "append" | "virtualize" | "inspect" => {
+                r.extend(files.iter().map(|f| path(f)));
+            }
+            "verify" | "rechunk" | "simulate" | "synth" => {
+                r.extend(range.iter().map(|s| s.to_string()))
+            }
+            _ => {}
+        }
+    }
+    for args in &runs {
+        let out = bin().args(args).output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        assert!(!stdout.trim().is_empty(), "{args:?} printed nothing");
+        // Progress lines (stderr, as progress goes) are all a run without a terminal adds.
+        let noise: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("rechunk: "))
+            .collect();
+        assert!(noise.is_empty(), "{args:?} wrote to stderr:\n{stderr}");
+    }
+}

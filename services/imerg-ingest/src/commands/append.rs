@@ -76,7 +76,7 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
             every: retention,
         };
         let m = imerg_dataset::maintenance::run(&report.dataset, &cfg).await?;
-        eprintln!("maintenance: {m:?}");
+        println!("maintenance: {m:?}");
     }
     let mut failed = 0;
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
@@ -89,7 +89,7 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
             }
         }
     }
-    eprintln!(
+    println!(
         "appended {} granule(s) in {:.1} s: {:?}, {} failed, {} commit(s)",
         report.results.len(),
         started.elapsed().as_secs_f64(),

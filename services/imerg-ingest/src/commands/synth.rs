@@ -76,7 +76,7 @@ pub fn run(profile: &ProductProfile, args: Args) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     })?;
-    eprintln!(
+    println!(
         "wrote {} granules of {} ({} .. {}) under {} in {:.1} s",
         granules.len(),
         profile.id,

@@ -1,0 +1,85 @@
+//! What clients that know nothing of this project meet: a generic gRPC client
+//! (tests/python/grpc_generic_client.py, the way grpcui, Postman or evans work) learns every
+//! service from reflection v1alpha, checks that v1 lists the same, and calls every RPC.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::series;
+
+#[test]
+fn a_generic_client_lists_and_calls_every_rpc_through_reflection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::Server::spawn(dir.path(), &["--demo"], &[]);
+    let t0 = Instant::now();
+    while series(
+        &server.get("/metrics").1,
+        "imerg_granules_committed_total",
+        &[("outcome", "added")],
+    ) != Some(48.0)
+    {
+        assert!(t0.elapsed() < Duration::from_secs(120), "demo not ingested");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/grpc_generic_client.py");
+    let addr = server.grpc.trim_start_matches("http://").to_string();
+    // The demo's day: the job finds every granule present already.
+    let out = Command::new(common::python())
+        .arg(&script)
+        .args([&addr, "2025-09-30T00:00:00Z", "2025-10-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = report["services"].as_object().unwrap();
+    let ours: Vec<&String> = services
+        .keys()
+        .filter(|k| k.starts_with("imerg."))
+        .collect();
+    assert_eq!(ours.len(), 3, "{report}");
+    assert!(services.contains_key("grpc.health.v1.Health"), "{report}");
+    let v1: Vec<&str> = report["reflection_v1_services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for s in &ours {
+        assert!(v1.contains(&s.as_str()), "reflection v1 lacks {s}: {v1:?}");
+    }
+    // Every RPC was called: the operators' ones succeed, the internal ones refuse an empty
+    // request on its content (not UNIMPLEMENTED, not a transport error).
+    let calls = report["calls"].as_object().unwrap();
+    let mut called = 0;
+    for (svc, methods) in services.iter().filter(|(k, _)| k.starts_with("imerg.")) {
+        for m in methods.as_array().unwrap() {
+            let m = m.as_str().unwrap();
+            let short = svc.rsplit('.').next().unwrap();
+            let (key, want) = if short == "IngestService" {
+                (m.to_string(), "OK")
+            } else {
+                (format!("{short}.{m}"), "INVALID_ARGUMENT")
+            };
+            assert_eq!(calls[&key]["code"], want, "{key}: {report}");
+            called += 1;
+        }
+    }
+    assert_eq!(called, 8, "{report}");
+    assert_eq!(calls["GetStatus"]["granules_present"], 48, "{report}");
+    assert_eq!(
+        calls["WatchJob"]["state"], "JOB_STATE_SUCCEEDED",
+        "{report}"
+    );
+    assert_eq!(calls["ListJobs"]["jobs"], 1, "{report}");
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+}

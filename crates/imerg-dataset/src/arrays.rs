@@ -58,7 +58,7 @@ fn array(
 /// Root group: what the dataset is (CF attributes, see [`crate::cf`]), and the layout every
 /// granule must match. The product profile and the layout are JSON text, not nested objects:
 /// netCDF attributes are flat.
-fn root_metadata(
+pub(crate) fn root_metadata(
     profile: &ProductProfile,
     layout: &Layout,
     time_units: &str,

@@ -167,6 +167,12 @@ async fn run(
     let mut closed = false;
     let mut stopping = false;
     let validating = Arc::new(AtomicBool::new(false));
+    // A store written by an earlier version gets the current attributes first.
+    match dataset.upgrade_attributes().await {
+        Ok(Some(snapshot)) => tracing::info!(%snapshot, "store attributes upgraded"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not upgrade the store's attributes"),
+    }
     // Months completed before tagging existed, or whose tagging failed last time.
     match dataset.tag_all_completed_months(chrono::Utc::now()).await {
         Ok(tags) if !tags.is_empty() => {

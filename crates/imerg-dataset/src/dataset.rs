@@ -96,6 +96,11 @@ impl Dataset {
         self.store(false).await
     }
 
+    /// A writable store on a fresh session at the branch tip.
+    pub(crate) async fn writable_store(&self) -> Result<Store, DatasetError> {
+        self.store(true).await
+    }
+
     /// A store on a fresh session at the branch tip: writable, or read-only.
     async fn store(&self, writable: bool) -> Result<Store, DatasetError> {
         let session = if writable {

@@ -19,6 +19,7 @@ mod tags;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod test_support;
+mod upgrade;
 mod verify;
 
 pub use arrays::{PRESENT, TIME_CHUNK};

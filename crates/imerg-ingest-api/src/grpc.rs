@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::jobs::{JobError, JobManager, JobState, JobStatus};
 
+/// The shortest time between two messages of a `WatchJob` stream.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The IngestService implementation.
 #[derive(Debug, Clone)]
 pub struct IngestApi {
@@ -148,19 +151,30 @@ impl v1::ingest_service_server::IngestService for IngestApi {
 
     async fn watch_job(&self, req: Request<v1::JobRef>) -> Result<Response<JobStream>, Status> {
         let rx = self.jobs.watch(&req.into_inner().id).map_err(status_of)?;
-        // The current state first, then every change, ending after the final state.
-        let stream =
-            futures::stream::unfold((rx, false, true), |(mut rx, done, first)| async move {
+        // The current state first, then the latest state at most once per WATCH_INTERVAL
+        // (changes in between are coalesced: a job commits hundreds of granules a second),
+        // ending after the final state.
+        let stream = futures::stream::unfold(
+            (rx, false, None::<tokio::time::Instant>),
+            |(mut rx, done, sent)| async move {
                 if done {
                     return None;
                 }
-                if !first && rx.changed().await.is_err() {
-                    return None;
+                if let Some(sent) = sent {
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                    let finished = rx.borrow().state != JobState::Running;
+                    if !finished {
+                        tokio::time::sleep_until(sent + WATCH_INTERVAL).await;
+                    }
                 }
                 let s = rx.borrow_and_update().clone();
                 let finished = s.state != JobState::Running;
-                Some((Ok(job_to_proto(&s)), (rx, finished, false)))
-            });
+                let now = tokio::time::Instant::now();
+                Some((Ok(job_to_proto(&s)), (rx, finished, Some(now))))
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -83,3 +83,50 @@ fn a_generic_client_lists_and_calls_every_rpc_through_reflection() {
     server.signal("-TERM");
     assert!(server.child.wait().unwrap().success());
 }
+
+/// `backfill --watch` as an operator runs it: on a terminal (a pseudo-terminal from `script`) a
+/// progress bar with the count, rate and ETA, then the final state; in a pipe, the first and
+/// final states and at most one line per `--progress-every` in between, not one per granule.
+#[test]
+fn backfill_watch_shows_a_bar_on_a_terminal_and_few_lines_in_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    common::synth(
+        &dir.path().join("granules"),
+        "2023-03-03T00:00",
+        "2023-03-03T12:00",
+    );
+    let mut server = common::Server::spawn(dir.path(), &["--watch", "false"], &[]);
+    let bin = env!("CARGO_BIN_EXE_imerg-ingest");
+    let piped = common::bin()
+        .args(["backfill", "--server", &server.grpc, "--watch"])
+        .args(["--start", "2023-03-03T00:00", "--end", "2023-03-03T06:00"])
+        .args(["--progress-every", "1h"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(piped.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("running"), "{text}");
+    assert!(
+        lines[1].contains("succeeded") && lines[1].contains("committed 12"),
+        "{text}"
+    );
+
+    let cmd = format!(
+        "{bin} backfill --server {} --watch --start 2023-03-03T06:00 --end 2023-03-03T12:00",
+        server.grpc
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{text}");
+    assert!(text.contains("granules"), "a bar: {text}");
+    assert!(text.contains("ETA"), "a bar: {text}");
+    assert!(text.contains("succeeded"), "{text}");
+    assert!(text.contains("committed 12"), "{text}");
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+}

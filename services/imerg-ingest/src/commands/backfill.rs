@@ -1,5 +1,6 @@
 //! `imerg-ingest backfill`: a client of the IngestService. Starts a backfill of a range and
-//! (with `--watch`) prints its progress until it finishes; also lists, shows and cancels jobs.
+//! (with `--watch`) shows its progress until it finishes (a bar with rate and ETA on a terminal,
+//! a line every `--progress-every` otherwise); also lists, shows and cancels jobs.
 
 use std::process::ExitCode;
 
@@ -41,6 +42,77 @@ pub struct Args {
     /// Print jobs as JSON lines.
     #[arg(long)]
     json: bool,
+    /// With --watch and no terminal (or --json): the shortest time between two progress lines
+    /// (the final state is always printed). On a terminal, a progress bar shows instead.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    progress_every: std::time::Duration,
+}
+
+/// Granules of a job accounted for: in the store (already or now), missing at the source, or
+/// failed.
+fn done(j: &v1::Job) -> u64 {
+    j.present_already
+        .saturating_add(j.committed)
+        .saturating_add(j.missing_at_source)
+        .saturating_add(j.failed)
+}
+
+/// How `--watch` shows progress: a bar with rate and ETA on a terminal, else throttled lines.
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines {
+        json: bool,
+        every: std::time::Duration,
+        last: Option<std::time::Instant>,
+    },
+}
+
+impl Progress {
+    fn new(args: &Args, first: &v1::Job) -> Self {
+        use std::io::IsTerminal as _;
+        if args.json || !std::io::stdout().is_terminal() {
+            return Self::Lines {
+                json: args.json,
+                every: args.progress_every,
+                last: Some(std::time::Instant::now()),
+            };
+        }
+        let bar = indicatif::ProgressBar::new(first.expected);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} granules, \
+                 {per_sec}, ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self::Bar(bar)
+    }
+
+    fn update(&mut self, j: &v1::Job) {
+        let finished = state_name(j) != "running";
+        match self {
+            Self::Bar(bar) => {
+                bar.set_length(j.expected);
+                bar.set_position(done(j));
+                bar.set_message(format!(
+                    "(committed {}, missing {}, failed {})",
+                    j.committed, j.missing_at_source, j.failed
+                ));
+                if finished {
+                    bar.finish_and_clear();
+                    show(j, false);
+                }
+            }
+            Self::Lines { json, every, last } => {
+                let due = last.is_none_or(|t| t.elapsed() >= *every);
+                if due || finished {
+                    show(j, *json);
+                    *last = Some(std::time::Instant::now());
+                }
+            }
+        }
+    }
 }
 
 fn state_name(j: &v1::Job) -> &'static str {
@@ -155,6 +227,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     show(&job, args.json);
     let mut last = job;
     if args.watch {
+        let mut progress = Progress::new(&args, &last);
         let mut stream = client
             .watch_job(v1::JobRef {
                 id: last.id.clone(),
@@ -163,7 +236,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             .into_inner();
         while let Some(j) = stream.next().await {
             let j = j?;
-            show(&j, args.json);
+            progress.update(&j);
             last = j;
         }
     }

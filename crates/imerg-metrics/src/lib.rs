@@ -26,6 +26,8 @@ pub const COMMIT_SECONDS: &str = "imerg_commit_seconds";
 pub const BATCH_GRANULES: &str = "imerg_batch_granules";
 /// Commits made.
 pub const COMMITS: &str = "imerg_commits_total";
+/// 1, labelled with the build's `version` and `revision` (git commit, when the build knew it).
+pub const BUILD_INFO: &str = "imerg_build_info";
 /// Months tagged complete (`<product>-<label>-<YYYY-MM>`).
 pub const MONTHS_TAGGED: &str = "imerg_months_tagged_total";
 /// Commit attempts that failed (retried or not).
@@ -313,6 +315,11 @@ pub const TABLE: &[Metric] = &[
     ),
     counter(COMMITS, None, "Commits made"),
     counter(COMMIT_FAILURES, None, "Failed commit attempts"),
+    gauge(
+        BUILD_INFO,
+        None,
+        "Always 1: the running build's version and revision as labels",
+    ),
     counter(
         MONTHS_TAGGED,
         None,

@@ -25,6 +25,7 @@ pub(crate) struct State {
 }
 
 async fn metrics_text(AxumState(s): AxumState<State>) -> String {
+    crate::telemetry::process_collector().collect();
     s.prometheus.render()
 }
 

@@ -1,6 +1,7 @@
 //! The process-wide Prometheus recorder, installed once with the buckets of
 //! [`imerg_metrics::TABLE`] (several services in one process, as in tests, share it), and the
-//! gauges refreshed in the background (the store's status, the credentials' expiry).
+//! gauges refreshed in the background (the store's status, the credentials' expiry), the
+//! process metrics collected on each scrape, and `imerg_build_info`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -26,7 +27,21 @@ fn install() -> Result<PrometheusHandle, String> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
     imerg_metrics::describe_all();
+    process_collector().describe();
+    metrics::gauge!(
+        m::BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "revision" => option_env!("IMERG_GIT_REVISION").unwrap_or("unknown"),
+    )
+    .set(1.0);
     Ok(handle)
+}
+
+/// The standard `process_*` metrics (CPU seconds, resident and virtual memory, open and maximum
+/// file descriptors, threads, start time), read from /proc on each scrape.
+pub(crate) fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Installs the recorder on first use; later calls get the same handle.

@@ -271,6 +271,24 @@ async fn backfill_over_grpc_end_to_end() {
         3.0
     );
     assert!(metric(&samples, "imerg_commit_seconds_count{}") >= 1.0);
+    // The build and the process, as every Prometheus exporter reports them.
+    let build: Vec<_> = samples
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("imerg_build_info{revision="))
+        .collect();
+    assert_eq!(build.len(), 1, "{samples}");
+    assert!(
+        build[0]
+            .0
+            .ends_with(&format!(",version={}}}", env!("CARGO_PKG_VERSION"))),
+        "{samples}"
+    );
+    assert_eq!(build[0].1.as_f64(), Some(1.0));
+    assert!(metric(&samples, "process_resident_memory_bytes{}") > 1e6);
+    assert!(metric(&samples, "process_open_fds{}") >= 3.0);
+    assert!(metric(&samples, "process_start_time_seconds{}") > 1.7e9);
     // Backfill progress sums the running jobs: none once this one ended.
     let t0 = std::time::Instant::now();
     loop {

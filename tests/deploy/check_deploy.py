@@ -67,6 +67,10 @@ UNSET_ON_PURPOSE = {
     "IMERG_PRODUCT_PROFILE": "the built-in profile (IMERG_PRODUCT) is used",
     "IMERG_CONFIG": "settings come from the ConfigMap's variables, not a TOML file",
     "IMERG_NATIVE_KEEP_MANTISSA_BITS": "the native store is lossless by default",
+    "EARTHDATA_USERNAME": "the deployment gives a token file; a login is for laptops",
+    "EARTHDATA_PASSWORD": "the deployment gives a token file; a login is for laptops",
+    "NETRC": "the deployment gives a token file; a .netrc is for laptops",
+    "IMERG_EARTHDATA_LOGIN_URL": "Earthdata Login itself (only with a username and password)",
 }
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",

@@ -2,6 +2,7 @@
 //! the bearer token, error classification, and retries with exponential backoff and jitter.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,6 +11,7 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Response, StatusCode, Url};
 use tracing::debug;
 
+use crate::token::Tokens;
 use crate::{CredentialsError, EarthdataConfig, TemporaryCredentials, parse_credentials};
 
 /// Largest response body read (the real answer is well under 2 KB).
@@ -24,9 +26,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct EarthdataClient {
     http: reqwest::Client,
     url: Url,
-    authorization: HeaderValue,
-    /// Kept only to scrub it from error bodies a server might echo it in.
-    token: String,
+    /// The bearer token and where a new one comes from.
+    tokens: Arc<Tokens>,
     max_attempts: u32,
     retry_base_delay: Duration,
     retry_max_delay: Duration,
@@ -52,9 +53,6 @@ impl EarthdataClient {
     /// (rustls, the platform's trust store).
     pub fn new(config: &EarthdataConfig) -> Result<Self, CredentialsError> {
         let url = check_url(&config.url)?;
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", config.token))
-            .map_err(|_| CredentialsError::InvalidToken)?;
-        authorization.set_sensitive(true);
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(MAX_CONNECT_TIMEOUT))
@@ -65,8 +63,7 @@ impl EarthdataClient {
         Ok(Self {
             http,
             url,
-            authorization,
-            token: config.token.clone(),
+            tokens: Arc::new(Tokens::new(config.source.clone(), &config.token)),
             max_attempts: config.max_attempts.max(1),
             retry_base_delay: config.retry_base_delay,
             retry_max_delay: config.retry_max_delay,
@@ -88,14 +85,26 @@ impl EarthdataClient {
             base_delay: self.retry_base_delay,
             max_delay: self.retry_max_delay,
         };
-        imerg_retry::retry(
-            policy,
-            "fetching Earthdata S3 credentials",
-            CredentialsError::is_transient,
-            |_| self.fetch_once(),
-        )
-        .await
-        .map_err(|gave_up| match gave_up {
+        let attempt = |renew: bool| {
+            imerg_retry::retry(
+                policy,
+                "fetching Earthdata S3 credentials",
+                CredentialsError::is_transient,
+                move |_| self.fetch_once(renew),
+            )
+        };
+        let result = match attempt(false).await {
+            // A refused token that can be replaced (a rotated file, a login): once more with a
+            // new one.
+            Err(imerg_retry::GaveUp::Final(e))
+                if e.is_unauthorized() && self.tokens.renewable() =>
+            {
+                debug!("the Earthdata token was refused: renewing it");
+                attempt(true).await
+            }
+            other => other,
+        };
+        result.map_err(|gave_up| match gave_up {
             imerg_retry::GaveUp::Final(e) => e,
             imerg_retry::GaveUp::Exhausted { attempts, last } => {
                 CredentialsError::RetriesExhausted {
@@ -106,12 +115,16 @@ impl EarthdataClient {
         })
     }
 
-    async fn fetch_once(&self) -> Result<TemporaryCredentials, AttemptError> {
+    async fn fetch_once(&self, renew: bool) -> Result<TemporaryCredentials, AttemptError> {
         debug!(url = %self.url, "requesting Earthdata S3 credentials");
+        let token = self.tokens.bearer(&self.http, renew).await?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| CredentialsError::InvalidToken)?;
+        authorization.set_sensitive(true);
         let mut response = self
             .http
             .get(self.url.clone())
-            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::AUTHORIZATION, authorization)
             .header(header::ACCEPT, "application/json")
             .send()
             .await
@@ -131,7 +144,7 @@ impl EarthdataClient {
                 error: CredentialsError::Status {
                     url: self.url.to_string(),
                     status: status.as_u16(),
-                    body: error_body(&body, Some(&self.token)),
+                    body: error_body(&body, Some(&token)),
                 },
                 retry_after: match status {
                     StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => retry_after,

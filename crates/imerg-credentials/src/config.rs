@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::token::TokenSource;
+
 /// The GES DISC endpoint that hands out temporary S3 credentials for its `us-west-2` bucket.
 pub const DEFAULT_URL: &str = "https://data.gesdisc.earthdata.nasa.gov/s3credentials";
 /// Refresh this long before the credentials expire.
@@ -39,6 +41,9 @@ pub struct EarthdataConfig {
     pub retry_base_delay: Duration,
     /// Upper bound of one backoff.
     pub retry_max_delay: Duration,
+    /// Where `token` came from, and where a new one comes from (a file read again before every
+    /// fetch, a login that mints one).
+    pub source: TokenSource,
 }
 
 /// The token could not be read or is unusable.
@@ -94,7 +99,11 @@ impl EarthdataConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_token_value(&text, &path.display().to_string())
+        let token = check_token(&text, &path.display().to_string())?;
+        Ok(Self::with_token(
+            token,
+            TokenSource::File(path.to_path_buf()),
+        ))
     }
 
     /// Reads the token from the environment variable `name` (trimmed).
@@ -109,30 +118,51 @@ impl EarthdataConfig {
     /// Takes a token value already read from somewhere (an environment variable's value, a
     /// command-line flag); `origin` names that place in error messages. The value is trimmed.
     pub fn from_token_value(value: &str, origin: &str) -> Result<Self, ConfigError> {
-        let token = value.trim();
-        if token.is_empty() {
+        Ok(Self::with_token(
+            check_token(value, origin)?,
+            TokenSource::Value,
+        ))
+    }
+
+    /// An Earthdata Login account: a token is minted from it (at
+    /// [`crate::DEFAULT_LOGIN_URL`], see [`Self::with_login_url`]) before the first fetch, and
+    /// again whenever the s3credentials endpoint refuses the token.
+    pub fn from_login(username: &str, password: &str) -> Result<Self, ConfigError> {
+        if username.trim().is_empty() || password.is_empty() {
             return Err(ConfigError::EmptyToken {
-                origin: origin.to_owned(),
+                origin: "the Earthdata Login username or password".into(),
             });
         }
-        // Visible ASCII and inner spaces/tabs only: what `HeaderValue` accepts without surprises.
-        if !token
-            .bytes()
-            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-        {
-            return Err(ConfigError::InvalidToken {
-                origin: origin.to_owned(),
-            });
-        }
-        Ok(Self {
+        Ok(Self::with_token(
+            String::new(),
+            TokenSource::Login {
+                username: username.trim().to_owned(),
+                password: password.to_owned(),
+                login_url: crate::token::DEFAULT_LOGIN_URL.to_owned(),
+            },
+        ))
+    }
+
+    fn with_token(token: String, source: TokenSource) -> Self {
+        Self {
             url: DEFAULT_URL.to_owned(),
-            token: token.to_owned(),
+            token,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry_base_delay: DEFAULT_RETRY_BASE_DELAY,
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
-        })
+            source,
+        }
+    }
+
+    /// Replaces Earthdata Login's URL (where a login mints tokens); other sources ignore it.
+    #[must_use]
+    pub fn with_login_url(mut self, url: impl Into<String>) -> Self {
+        if let TokenSource::Login { login_url, .. } = &mut self.source {
+            *login_url = url.into();
+        }
+        self
     }
 
     /// Replaces the endpoint URL.
@@ -172,6 +202,27 @@ impl EarthdataConfig {
     }
 }
 
+/// A token trimmed of surrounding white space, or why it cannot be sent: empty, or holding
+/// characters an HTTP header cannot carry. `origin` names where it came from in the error.
+pub(crate) fn check_token(value: &str, origin: &str) -> Result<String, ConfigError> {
+    let token = value.trim();
+    if token.is_empty() {
+        return Err(ConfigError::EmptyToken {
+            origin: origin.to_owned(),
+        });
+    }
+    // Visible ASCII and inner spaces/tabs only: what `HeaderValue` accepts without surprises.
+    if !token
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        return Err(ConfigError::InvalidToken {
+            origin: origin.to_owned(),
+        });
+    }
+    Ok(token.to_owned())
+}
+
 impl fmt::Debug for EarthdataConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EarthdataConfig")
@@ -182,6 +233,7 @@ impl fmt::Debug for EarthdataConfig {
             .field("request_timeout", &self.request_timeout)
             .field("retry_base_delay", &self.retry_base_delay)
             .field("retry_max_delay", &self.retry_max_delay)
+            .field("source", &self.source)
             .finish()
     }
 }

@@ -16,6 +16,10 @@ pub enum CredentialsError {
     /// The token cannot be sent in an HTTP header.
     #[error("the Earthdata token contains characters not allowed in an HTTP header")]
     InvalidToken,
+    /// No token could be had from its source (an unreadable token file, a login Earthdata
+    /// refused); the text names the source, never a secret.
+    #[error("Earthdata token: {0}")]
+    Token(String),
     /// The HTTP client could not be built (TLS initialisation).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),

@@ -30,6 +30,7 @@ mod config;
 mod credentials;
 mod error;
 mod provider;
+mod token;
 
 pub use client::EarthdataClient;
 pub use config::{
@@ -39,6 +40,7 @@ pub use config::{
 pub use credentials::{TemporaryCredentials, parse_credentials, parse_expiration};
 pub use error::CredentialsError;
 pub use provider::EarthdataCredentialProvider;
+pub use token::{DEFAULT_LOGIN_URL, NETRC_MACHINE, TokenSource, netrc_login};
 
 /// What `Debug` prints in place of a secret.
 pub(crate) use imerg_retry::REDACTED;

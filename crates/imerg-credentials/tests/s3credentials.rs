@@ -44,6 +44,10 @@ struct State {
     delay_ms: AtomicU64,
     /// The expiration of the last credentials issued.
     last_expiration: Mutex<Option<DateTime<Utc>>>,
+    /// The bearer token the endpoint accepts (TOKEN unless changed: a rotation).
+    accepted: Mutex<String>,
+    /// Tokens minted by the login endpoint.
+    minted: AtomicUsize,
 }
 
 struct Server {
@@ -61,6 +65,8 @@ impl Server {
             default: Mutex::new(default),
             delay_ms: AtomicU64::new(0),
             last_expiration: Mutex::new(None),
+            accepted: Mutex::new(TOKEN.to_owned()),
+            minted: AtomicUsize::new(0),
         });
         let accept_state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -120,12 +126,36 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
     let head = String::from_utf8_lossy(&head).into_owned();
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let request_line = head.lines().next().unwrap_or_default().to_owned();
-    let authorized = head.lines().skip(1).any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("authorization")
-                && value.trim() == format!("Bearer {TOKEN}")
+    let accepted = state.accepted.lock().unwrap().clone();
+    let authorization = |want: &str| {
+        head.lines().skip(1).any(|line| {
+            line.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("authorization") && value.trim() == want
+            })
         })
-    });
+    };
+    let authorized = authorization(&format!("Bearer {accepted}"));
+    // Earthdata Login: alice / pass-word:1 (basic) gets the accepted token.
+    if request_line.starts_with("POST /api/users/find_or_create_token ") {
+        state.requests.fetch_sub(1, Ordering::SeqCst);
+        let (status, body) = if authorization("Basic YWxpY2U6cGFzcy13b3JkOjE=") {
+            state.minted.fetch_add(1, Ordering::SeqCst);
+            (
+                200,
+                serde_json::json!({"access_token": accepted, "token_type": "Bearer"}).to_string(),
+            )
+        } else {
+            (401, "{\"error\": \"invalid_credentials\"}".to_owned())
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     let reply = {
         let scripted = state.script.lock().unwrap().pop_front();
         scripted.unwrap_or_else(|| state.default.lock().unwrap().clone())
@@ -572,4 +602,83 @@ async fn refresh_and_retry_are_logged_without_secrets() {
     for secret in [TOKEN, "SECRET-2-xyz", "SESSION-2-xyz"] {
         assert!(!logs.contains(secret), "{secret} leaked:\n{logs}");
     }
+}
+
+impl Server {
+    fn accept_only(&self, token: &str) {
+        *self.state.accepted.lock().unwrap() = token.to_owned();
+    }
+
+    fn login_url(&self) -> String {
+        self.url.trim_end_matches("/s3credentials").to_owned()
+    }
+}
+
+/// A token file rotated while the service runs: the next fetch reads the new token, without a
+/// restart.
+#[tokio::test]
+async fn a_rotated_token_file_is_used_without_a_restart() {
+    let server = Server::start(creds(2)).await;
+    let dir = std::env::temp_dir().join(format!("imerg-token-rotation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let config = EarthdataConfig::from_token_file(&file)
+        .unwrap()
+        .with_url(&server.url)
+        .with_refresh_margin(Duration::from_secs(1))
+        .with_retry_delays(Duration::from_millis(20), Duration::from_millis(200));
+    let provider = server.provider(&config);
+    assert_eq!(provider.current().await.unwrap().access_key_id, "ASIATEST1");
+
+    // The secret rotates: the endpoint now takes only the new token, the file holds it.
+    server.accept_only("rotated-token-2");
+    std::fs::write(&file, "rotated-token-2\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let c = provider.current().await.unwrap();
+    assert_eq!(c.access_key_id, "ASIATEST2", "refreshed with the new token");
+
+    // Rotated once more: the same, with no token cached anywhere but the file.
+    server.accept_only("rotated-token-3");
+    std::fs::write(&file, "rotated-token-3").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(provider.current().await.unwrap().access_key_id, "ASIATEST3");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Username and password (as from a .netrc): a token is minted before the first fetch and
+/// minted again when the endpoint refuses it; a wrong password is an error that shows no secret.
+#[tokio::test]
+async fn a_login_mints_tokens_and_renews_a_refused_one() {
+    let server = Server::start(creds(2)).await;
+    let config = EarthdataConfig::from_login("alice", "pass-word:1")
+        .unwrap()
+        .with_login_url(server.login_url())
+        .with_url(&server.url)
+        .with_refresh_margin(Duration::from_secs(1));
+    let provider = server.provider(&config);
+    assert_eq!(provider.current().await.unwrap().access_key_id, "ASIATEST1");
+    assert_eq!(server.state.minted.load(Ordering::SeqCst), 1);
+    // Cached token while it is accepted.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    provider.current().await.unwrap();
+    assert_eq!(server.state.minted.load(Ordering::SeqCst), 1);
+    // Earthdata Login issues another token; the old one is refused, a new one is minted.
+    server.accept_only("minted-later");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    provider.current().await.unwrap();
+    assert_eq!(server.state.minted.load(Ordering::SeqCst), 2);
+
+    let wrong = EarthdataConfig::from_login("alice", "wrong-password-xyz")
+        .unwrap()
+        .with_login_url(server.login_url())
+        .with_url(&server.url);
+    let err = server.provider(&wrong).current().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("401") && msg.contains("find_or_create_token"),
+        "{msg}"
+    );
+    assert!(!msg.contains("wrong-password"), "{msg}");
+    assert!(!format!("{config:?}").contains("pass-word"));
 }

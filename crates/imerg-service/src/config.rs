@@ -217,12 +217,27 @@ pub struct ServiceConfig {
     #[arg(long, env = "IMERG_SOURCE_ANONYMOUS")]
     pub source_anonymous: bool,
     /// Earthdata Login bearer token, for temporary S3 credentials to NASA's bucket (a secret;
-    /// prefer the _FILE form).
+    /// prefer the _FILE form). The ecosystem's EARTHDATA_TOKEN is read when this is not given.
     #[arg(long, env = "IMERG_EARTHDATA_TOKEN", hide_env_values = true)]
     pub earthdata_token: Option<Secret>,
-    /// File holding the Earthdata Login bearer token.
+    /// File holding the Earthdata Login bearer token, read again before every credentials
+    /// fetch: a rotated secret is used without a restart.
     #[arg(long, env = "IMERG_EARTHDATA_TOKEN_FILE")]
     pub earthdata_token_file: Option<PathBuf>,
+    /// Earthdata Login username: with --earthdata-password, tokens are minted (and renewed when
+    /// refused) instead of given.
+    #[arg(long, env = "EARTHDATA_USERNAME")]
+    pub earthdata_username: Option<String>,
+    /// Earthdata Login password (a secret).
+    #[arg(long, env = "EARTHDATA_PASSWORD", hide_env_values = true)]
+    pub earthdata_password: Option<Secret>,
+    /// A .netrc file whose `machine urs.earthdata.nasa.gov` entry gives the Earthdata Login
+    /// username and password (as earthaccess and GDAL read it).
+    #[arg(long, env = "NETRC")]
+    pub earthdata_netrc: Option<PathBuf>,
+    /// Earthdata Login, where a username and password mint tokens.
+    #[arg(long, env = "IMERG_EARTHDATA_LOGIN_URL", default_value = imerg_credentials::DEFAULT_LOGIN_URL)]
+    pub earthdata_login_url: String,
     /// The s3credentials endpoint that exchanges the token for temporary S3 credentials.
     #[arg(long, env = "IMERG_EARTHDATA_URL", default_value = imerg_credentials::DEFAULT_URL)]
     pub earthdata_url: String,
@@ -424,6 +439,62 @@ fn read_secret(path: &Path, what: &str) -> Result<Secret, ConfigError> {
 }
 
 impl ServiceConfig {
+    /// The Earthdata credentials configuration, from exactly one of: a token
+    /// (`--earthdata-token`, or the ecosystem's `EARTHDATA_TOKEN`), a token file, a username and
+    /// password, or a .netrc entry for Earthdata Login. None when none is given.
+    fn earthdata(&self) -> Result<Option<imerg_credentials::EarthdataConfig>, ConfigError> {
+        use imerg_credentials::EarthdataConfig;
+        let env_token = std::env::var("EARTHDATA_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+        let login = match (&self.earthdata_username, &self.earthdata_password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "--earthdata-username and --earthdata-password go together",
+                ));
+            }
+        };
+        let given = [
+            self.earthdata_token.is_some(),
+            self.earthdata_token_file.is_some(),
+            login.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(invalid(
+                "give Earthdata credentials once: a token, a token file, or a username and password",
+            ));
+        }
+        let config = if let Some(t) = &self.earthdata_token {
+            Some(EarthdataConfig::from_token_value(
+                t.expose(),
+                "IMERG_EARTHDATA_TOKEN",
+            ))
+        } else if let Some(f) = &self.earthdata_token_file {
+            Some(EarthdataConfig::from_token_file(f))
+        } else if let Some((u, p)) = login {
+            Some(EarthdataConfig::from_login(&u, &p))
+        } else if let Some(t) = env_token {
+            Some(EarthdataConfig::from_token_value(&t, "EARTHDATA_TOKEN"))
+        } else if let Some(netrc) = &self.earthdata_netrc {
+            imerg_credentials::netrc_login(netrc, imerg_credentials::NETRC_MACHINE)
+                .map_err(|e| invalid(e.to_string()))?
+                .map(|(u, p)| EarthdataConfig::from_login(&u, &p))
+        } else {
+            None
+        };
+        config
+            .transpose()
+            .map_err(|e| invalid(e.to_string()))
+            .map(|c| {
+                c.map(|c| {
+                    c.with_url(self.earthdata_url.clone())
+                        .with_login_url(self.earthdata_login_url.clone())
+                })
+            })
+    }
+
     /// Overlays a TOML file onto this configuration: a key of the file sets its option unless
     /// that option came from the command line or the environment (`matches` tells which).
     /// Unknown keys are errors.
@@ -573,26 +644,7 @@ impl ServiceConfig {
             (None, None) => None,
         }
         .filter(|t| !t.expose().is_empty());
-        let earthdata = match (&self.earthdata_token, &self.earthdata_token_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "give the Earthdata token once: --earthdata-token or --earthdata-token-file",
-                ));
-            }
-            (Some(t), None) => Some(
-                imerg_credentials::EarthdataConfig::from_token_value(
-                    t.expose(),
-                    "IMERG_EARTHDATA_TOKEN",
-                )
-                .map_err(|e| invalid(e.to_string()))?,
-            ),
-            (None, Some(f)) => Some(
-                imerg_credentials::EarthdataConfig::from_token_file(f)
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
-            (None, None) => None,
-        }
-        .map(|c| c.with_url(self.earthdata_url.clone()));
+        let earthdata = self.earthdata()?;
         let sqs = match (&self.sqs_queue_url, roles.listener) {
             (Some(url), true) => Some(SqsConfig {
                 queue_url: url.clone(),
@@ -760,6 +812,60 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn earthdata_credentials_come_from_one_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let netrc = dir.path().join("netrc");
+        std::fs::write(
+            &netrc,
+            "machine urs.earthdata.nasa.gov login alice password pw-xyz\n",
+        )
+        .unwrap();
+        let netrc_arg = netrc.to_str().unwrap();
+        let (cfg, _) = parse(&["--earthdata-netrc", netrc_arg]);
+        let e = cfg.validate().unwrap().earthdata.unwrap();
+        assert!(
+            matches!(&e.source, imerg_credentials::TokenSource::Login { username, .. } if username == "alice"),
+            "{e:?}"
+        );
+        assert!(!format!("{e:?}").contains("pw-xyz"));
+        let (cfg, _) = parse(&[
+            "--earthdata-username",
+            "bob",
+            "--earthdata-password",
+            "pw",
+            "--earthdata-login-url",
+            "http://127.0.0.1:1",
+        ]);
+        let e = cfg.validate().unwrap().earthdata.unwrap();
+        assert!(
+            matches!(&e.source, imerg_credentials::TokenSource::Login { login_url, .. } if login_url == "http://127.0.0.1:1"),
+            "{e:?}"
+        );
+        for (args, needle) in [
+            (&["--earthdata-username", "bob"][..], "go together"),
+            (
+                &[
+                    "--earthdata-token",
+                    "t",
+                    "--earthdata-username",
+                    "bob",
+                    "--earthdata-password",
+                    "pw",
+                ],
+                "once",
+            ),
+        ] {
+            let (cfg, _) = parse(args);
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        // A .netrc without Earthdata Login's machine gives no credentials.
+        std::fs::write(&netrc, "machine other login a password b\n").unwrap();
+        let (cfg, _) = parse(&["--earthdata-netrc", netrc_arg]);
+        assert!(cfg.validate().unwrap().earthdata.is_none());
     }
 
     #[test]

@@ -307,7 +307,11 @@ impl Service {
         if let Some(latency) = profile.expected_latency().and_then(|d| d.to_std().ok()) {
             metrics::gauge!(m::EXPECTED_LATENCY_SECONDS).set(latency.as_secs_f64());
         }
-        let earthdata_token = settings.earthdata.as_ref().map(|e| e.token.clone());
+        let earthdata_token = settings
+            .earthdata
+            .as_ref()
+            .map(|e| e.token.clone())
+            .filter(|t| !t.is_empty());
         let ready = Arc::new(AtomicBool::new(true));
         let drivers = CancellationToken::new();
         let driver_tasks = TaskTracker::new();

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what it needs (system packages, the Python
-# 3.12 reader venv), then checks formatting and lints and runs every test, the Python interop
-# tests included. CI (.ci/run) calls exactly this.
+# The whole test suite, from a fresh machine: installs what it needs (scripts/setup.sh --test: system
+# packages, promtool, the Python 3.12-or-newer reader venv; Rust itself must be there, setup.sh says
+# how to get it), then checks formatting and lints and runs every test, the Python interop tests
+# included. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup.sh --python
+# shellcheck source-path=SCRIPTDIR/..
+. scripts/setup.sh --test
 echo "== cargo fmt --check"
 cargo fmt --all --check
 # The crash-safety tests need the binary's crash points (a test-only feature, never in release
 # builds); clippy checks the same feature set, so the build is shared.
 features=(--features imerg-ingest/crashpoints)
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
+echo "== cargo clippy --all-targets -- -D warnings (the first build takes ~15 minutes on 2 cores)"
+cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 echo "== tests"
 log="$(mktemp)"
 set +e

@@ -81,6 +81,20 @@ CRD_SCHEMAS = {
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 KUSTOMIZE_FIELDS = {"apiVersion", "kind", "namespace", "labels", "resources", "images", "patches",
                     "configMapGenerator"}
+# The HDF5 runtime library package of each Debian release the image may be built on (the package
+# libhdf5-dev depends on there).
+HDF5_RUNTIME = {"bookworm": "libhdf5-103-1", "trixie": "libhdf5-310"}
+
+
+def host_release() -> str | None:
+    """This machine's Debian codename (VERSION_CODENAME in /etc/os-release)."""
+    try:
+        m = re.search(r"^VERSION_CODENAME=\"?(\w+)", Path("/etc/os-release").read_text(), re.M)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 # Lists merged by key in a strategic-merge patch (the ones these manifests patch or may patch).
 MERGE_KEYS = {"containers": "name", "env": "name", "volumes": "name", "volumeMounts": "mountPath",
               "ports": "containerPort"}
@@ -712,8 +726,10 @@ class Checker:
         build, runtime = stages[0], stages[-1]
         if not re.match(r"FROM rust:\$\{RUST_VERSION\}-\$\{DEBIAN_RELEASE\}", build[0]):
             self.fail("Dockerfile: build stage must be FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE}")
-        if not re.match(r"FROM debian:\$\{DEBIAN_RELEASE\}-slim", runtime[0]) or args.get("DEBIAN_RELEASE") != "bookworm":
-            self.fail("Dockerfile: runtime stage must be FROM debian:bookworm-slim")
+        release = args.get("DEBIAN_RELEASE")
+        if not re.match(r"FROM debian:\$\{DEBIAN_RELEASE\}-slim", runtime[0]) or release not in HDF5_RUNTIME:
+            self.fail(f"Dockerfile: runtime stage must be FROM debian:${{DEBIAN_RELEASE}}-slim, one of {sorted(HDF5_RUNTIME)}")
+            return
 
         def apt(stage):
             pk = []
@@ -742,7 +758,9 @@ class Checker:
             self.fail("Dockerfile: no HEALTHCHECK (document the probes)")
         if not any(re.search(r"COPY --from=\S+ .*imerg-ingest", l) for l in runtime):
             self.fail("Dockerfile: runtime stage does not copy the binary from the build stage")
-        self.check_runtime_libs(apt(runtime))
+        if HDF5_RUNTIME[release] not in apt(runtime):
+            self.fail(f"Dockerfile: the runtime stage must install {HDF5_RUNTIME[release]}, {release}'s HDF5 library")
+        self.check_runtime_libs(apt(runtime), release)
         self.check_dockerignore()
         hadolint = self.tool("hadolint")
         if hadolint:
@@ -752,10 +770,18 @@ class Checker:
             else:
                 self.notes.append("hadolint: no findings")
 
-    def check_runtime_libs(self, runtime_pkgs: set[str]) -> None:
+    def check_runtime_libs(self, runtime_pkgs: set[str], release: str) -> None:
         ldd, dq = self.tool("ldd"), self.tool("dpkg-query")
         if not ldd or not dq:
             return
+        # The binary checked is this machine's build: when the image is another Debian release,
+        # check the image's packages under this release's names (only HDF5's differs by name;
+        # the other libraries come in through its dependencies and the slim base).
+        host = host_release()
+        if host != release and host in HDF5_RUNTIME:
+            runtime_pkgs = {HDF5_RUNTIME[host] if p == HDF5_RUNTIME[release] else p for p in runtime_pkgs}
+            self.notes.append(f"runtime libraries checked on {host} for a {release} image "
+                              f"({HDF5_RUNTIME[release]} as {HDF5_RUNTIME[host]})")
         r = self.run([ldd, str(self.binary)])
         libs = re.findall(r"=>\s+(/\S+)", r.stdout)
         if r.returncode != 0 or not libs:

@@ -33,3 +33,27 @@ fn deployment_files_match_the_service() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// scripts/setup.sh's decisions for a newcomer (Rust missing or too old, which packages each
+/// mode installs, Python 3.12 or newer, the venv's name): tests/scripts/check_setup.sh runs it
+/// against stand-ins for apt, cargo and Python, since the real ones would change this machine.
+#[test]
+fn setup_checks_rust_and_python_and_installs_test_tools_only_for_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // A newcomer's shell: none of the variables cargo sets for its tests (CARGO_TARGET_DIR,
+    // CARGO_HOME, RUSTUP_TOOLCHAIN...).
+    let out = Command::new("bash")
+        .arg(root.join("tests/scripts/check_setup.sh"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" passed, 0 failed"), "{text}");
+}

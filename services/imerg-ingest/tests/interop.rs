@@ -1,7 +1,7 @@
 //! Interop with the real reader: two days of synthetic granules appended by the CLI in several
 //! commits, in shuffled order, with a duplicate and a one-granule gap; then Python icechunk +
 //! xarray open the store and compare every value with h5py's reads of the source files
-//! (tests/python/check_store.py). Needs the Python 3.12 venv that scripts/test.sh builds
+//! (tests/python/check_store.py). Needs the Python venv (3.12 or newer) that scripts/test.sh builds
 //! (IMERG_PYTHON); without it the test fails, it is never skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -16,10 +16,10 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
 }
 
-/// The Python 3.12 venv scripts/test.sh builds; without it a test fails, it is never skipped.
+/// The Python venv (3.12 or newer) scripts/test.sh builds; without it a test fails, it is never skipped.
 pub fn python() -> PathBuf {
     let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(
-        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python 3.12 reader venv",
+        "IMERG_PYTHON is not set: run ./scripts/test.sh, which builds the Python reader venv (3.12 or newer)",
     );
     assert!(p.exists(), "IMERG_PYTHON={} does not exist", p.display());
     p

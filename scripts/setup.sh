@@ -8,11 +8,13 @@
 #   system packages (apt-get, as root or with sudo): libhdf5-dev + pkg-config (HDF5 for
 #     hdf5-metno), protobuf-compiler (gRPC codegen)
 #   with --test (scripts/test.sh; --python is the same): promtool for tests/deploy (package
-#     promtool, or prometheus before Debian 13), and a venv of Python 3.12 or newer (icechunk 2.x
-#     wheels need it) with the real reader stack, tests/python/requirements.txt, in
-#     ~/.cache/imerg-ingest/venv-<requirements hash>-py3.X (IMERG_VENV overrides the path,
-#     IMERG_PYTHON_BIN the interpreter; Debian's python3 gets its python3.X-venv package); warns
-#     when cargo-nextest is missing (the tests then run with `cargo test`).
+#     promtool, or prometheus before Debian 13), chromium and tesseract-ocr (the status page
+#     checked as a person sees it, tests/python/check_status_page.py), and a venv of Python 3.12
+#     or newer (icechunk 2.x wheels need it) with the real reader stack,
+#     tests/python/requirements.txt, in ~/.cache/imerg-ingest/venv-<requirements hash>-py3.X
+#     (IMERG_VENV overrides the path, IMERG_PYTHON_BIN the interpreter; Debian's python3 gets its
+#     python3.X-venv package); warns when cargo-nextest is missing (the tests then run with
+#     `cargo test`).
 # Source it (`. scripts/setup.sh [--test]`) to get PATH, CARGO_TARGET_DIR and, with --test,
 # IMERG_PYTHON exported.
 set -euo pipefail
@@ -88,6 +90,9 @@ if [ "$_test" = 1 ]; then
   if ! command -v promtool >/dev/null 2>&1; then
     if apt-cache show promtool >/dev/null 2>&1; then _need_apt+=(promtool); else _need_apt+=(prometheus); fi
   fi
+  # Headless Chromium and tesseract's OCR: the status page test (tests/python/check_status_page.py).
+  command -v chromium >/dev/null 2>&1 || _need_apt+=(chromium)
+  command -v tesseract >/dev/null 2>&1 || _need_apt+=(tesseract-ocr)
 
   # Python 3.12 or newer: IMERG_PYTHON_BIN alone when set; otherwise pyenv's builds (3.12 first, as
   # CI has used, then newer; the newest patch of each), /usr/local's, then python3 on PATH and

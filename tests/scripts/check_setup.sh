@@ -2,11 +2,12 @@
 # Checks scripts/setup.sh's decisions without installing anything and without running the real
 # cargo, apt-get or pip: each case runs it from a copy of the files it reads (Cargo.toml,
 # rust-toolchain.toml, tests/python/requirements.txt), under a throwaway HOME and PYENV_ROOT, with a
-# PATH of stand-ins (cargo, rustup, dpkg, apt-cache, apt-get, sudo, id, promtool, cargo-nextest,
-# pyenv Pythons that run setup.sh's probes in this machine's python3 as another version and fake
-# `-m venv` and pip) plus the coreutils it needs. Checked: the Rust check and its advice,
-# ~/.cargo/bin, the minimum version for a cargo that is not rustup's, the nextest warning, which
-# system packages each mode installs (promtool only with --test), that it says what it installs
+# PATH of stand-ins (cargo, rustup, dpkg, apt-cache, apt-get, sudo, id, promtool, chromium,
+# tesseract, cargo-nextest, pyenv Pythons that run setup.sh's probes in this machine's python3 as
+# another version and fake `-m venv` and pip) plus the coreutils it needs. Checked: the Rust check
+# and its advice, ~/.cargo/bin, the minimum version for a cargo that is not rustup's, the nextest
+# warning, which system packages each mode installs (promtool, chromium and tesseract-ocr only
+# with --test), that it says what it installs
 # before doing it, the choice of Python 3.12 or newer, the venv's name and idempotence, exit codes.
 # Not covered here: /usr/local/bin and /usr/bin Pythons (they are this machine's), Debian's
 # python3.X-venv package. Usage: bash tests/scripts/check_setup.sh (ends with "N passed, N failed").
@@ -57,6 +58,8 @@ exit 0'
 stub cargo-rustup rustup 'echo "CALL $(basename "$0") $*" >&2'
 ln -s rustup "$work/cargo-rustup/cargo"
 stub promtool promtool ''
+stub chromium chromium ''
+stub tesseract tesseract ''
 stub nextest cargo-nextest ''
 
 # The Python stand-ins run setup.sh's probes (`-c CODE`) in a real Python with sys.version_info
@@ -90,8 +93,9 @@ EOF
 
 # run_setup NAME [setup.sh args]: runs setup.sh, sourced by a bash that then prints what it
 # exported, in a fresh HOME; output (stdout + stderr, in order) in $out, exit code in $rc.
-# The environment comes from FAKE_* variables, CARGO (plain|rustup|home|none), PROMTOOL and
-# NEXTEST (1 = on PATH), PYENV_VERSIONS, and the optional IMERG_PYTHON_BIN and IMERG_VENV.
+# The environment comes from FAKE_* variables, CARGO (plain|rustup|home|none), PROMTOOL,
+# CHROMIUM, TESSERACT and NEXTEST (1 = on PATH, the default), PYENV_VERSIONS, and the optional
+# IMERG_PYTHON_BIN and IMERG_VENV.
 run_setup() {
   local name="$1"
   shift
@@ -104,6 +108,8 @@ run_setup() {
     none) ;;
   esac
   [ "${PROMTOOL:-1}" = 1 ] && path="$work/promtool:$path"
+  [ "${CHROMIUM:-1}" = 1 ] && path="$work/chromium:$path"
+  [ "${TESSERACT:-1}" = 1 ] && path="$work/tesseract:$path"
   [ "${NEXTEST:-1}" = 1 ] && path="$work/nextest:$path"
   for v in ${PYENV_VERSIONS:-3.12.1}; do
     fake_python "$pyenv/versions/$v/bin/python3" "$v"
@@ -168,9 +174,11 @@ run_setup bad-option --bogus
 check "unknown option: exit 2" rc_is 2
 
 # ---- system packages
-PROMTOOL=0 FAKE_INSTALLED="pkg-config" run_setup run-mode
+PROMTOOL=0 CHROMIUM=0 TESSERACT=0 FAKE_INSTALLED="pkg-config" run_setup run-mode
 check "run mode: installs the missing build packages only" has "CALL apt-get install -y -qq libhdf5-dev protobuf-compiler"
 check "run mode: no promtool/prometheus" hasnt "prometheus"
+check "run mode: no chromium" hasnt "chromium"
+check "run mode: no tesseract-ocr" hasnt "tesseract"
 check "run mode: says what it installs first" before "setup: will install system packages with apt-get: libhdf5-dev protobuf-compiler" "CALL apt-get update"
 check "run mode: no Python venv" has "EXPORT IMERG_PYTHON="
 check "run mode: no pip" hasnt "CALL pip"
@@ -182,6 +190,13 @@ PROMTOOL=0 FAKE_HAS_PROMTOOL=0 run_setup test-prometheus --test
 check "--test before Debian 13: the prometheus package" has "CALL apt-get install -y -qq prometheus"
 PROMTOOL=0 FAKE_HAS_PROMTOOL=0 run_setup python-flag --python
 check "--python is --test" has "CALL apt-get install -y -qq prometheus"
+CHROMIUM=0 TESSERACT=0 FAKE_INSTALLED="pkg-config" run_setup test-browser --test
+check "--test: chromium and tesseract-ocr with the missing build packages" has "CALL apt-get install -y -qq libhdf5-dev protobuf-compiler chromium tesseract-ocr"
+check "--test: says so first" before "setup: will install system packages with apt-get: libhdf5-dev protobuf-compiler chromium tesseract-ocr" "CALL apt-get update"
+PROMTOOL=0 FAKE_HAS_PROMTOOL=1 CHROMIUM=0 run_setup test-chromium --test
+check "--test without chromium: chromium only" has "CALL apt-get install -y -qq promtool chromium"
+TESSERACT=0 run_setup test-tesseract --test
+check "--test without tesseract: tesseract-ocr only" has "CALL apt-get install -y -qq tesseract-ocr"
 
 run_setup nothing-missing --test
 check "nothing missing: no apt-get" hasnt "CALL apt-get"
@@ -210,7 +225,7 @@ check "names the requirements file" has "pip install -r tests/python/requirement
 check "pip installs the requirements" has "CALL pip install -q --disable-pip-version-check -r $work/repo/tests/python/requirements.txt"
 check "the venv is stamped complete" grep -qx "$req_hash py3.12" "$last_home/.cache/imerg-ingest/venv-$req_hash-py3.12/.complete"
 # The same HOME again: nothing to do.
-out_again="$(cd "$work/repo" && HOME="$last_home" PYENV_ROOT="$work/pyenv-pyenv-choice" PATH="$work/nextest:$work/promtool:$work/cargo-rustup:$work/stubs:$work/tools" \
+out_again="$(cd "$work/repo" && HOME="$last_home" PYENV_ROOT="$work/pyenv-pyenv-choice" PATH="$work/nextest:$work/promtool:$work/chromium:$work/tesseract:$work/cargo-rustup:$work/stubs:$work/tools" \
   FAKE_INSTALLED="libhdf5-dev pkg-config protobuf-compiler" "$work/tools/bash" scripts/setup.sh --test 2>&1)"
 out="$out_again"
 check "second run: no pip, no venv, silent" test -z "$out_again"

@@ -308,7 +308,8 @@ impl ProductProfile {
         Ok(())
     }
 
-    fn cadence(&self) -> Duration {
+    /// Time between two granules.
+    pub fn cadence(&self) -> Duration {
         Duration::minutes(i64::from(self.cadence_minutes))
     }
 

@@ -27,12 +27,17 @@ pub struct Status {
     pub gaps: Vec<Gap>,
     pub commits: u64,
     pub last_commit: Option<CommitInfo>,
+    /// The newest commits (up to [`RECENT_COMMITS`]), newest first.
+    pub recent_commits: Vec<CommitInfo>,
     pub manifests: u64,
     pub largest_manifest_bytes: u64,
     pub manifest_bytes: u64,
     pub manifest_max_bytes: u64,
     pub references: u64,
 }
+
+/// Commits listed in [`Status::recent_commits`].
+pub const RECENT_COMMITS: usize = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Gap {
@@ -115,11 +120,16 @@ pub(crate) async fn status(
         .try_collect()
         .await
         .map_err(DatasetError::ic)?;
-    let last_commit = history.first().map(|s| CommitInfo {
-        id: s.id.to_string(),
-        time: s.flushed_at,
-        message: s.message.clone(),
-    });
+    let recent_commits: Vec<CommitInfo> = history
+        .iter()
+        .take(RECENT_COMMITS)
+        .map(|s| CommitInfo {
+            id: s.id.to_string(),
+            time: s.flushed_at,
+            message: s.message.clone(),
+        })
+        .collect();
+    let last_commit = recent_commits.first().cloned();
     let tip = repo
         .lookup_branch(&cfg.branch)
         .await
@@ -139,6 +149,7 @@ pub(crate) async fn status(
         // The repository's initial snapshot is not a commit of ours.
         commits: history.len().saturating_sub(1) as u64,
         last_commit,
+        recent_commits,
         manifests: files.len() as u64,
         largest_manifest_bytes: files.iter().map(|f| f.size_bytes).max().unwrap_or(0),
         manifest_bytes: files.iter().map(|f| f.size_bytes).sum(),

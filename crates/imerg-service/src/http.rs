@@ -1,4 +1,5 @@
-//! HTTP endpoints for operators and Kubernetes: `/metrics` (Prometheus text format), `/healthz`
+//! HTTP endpoints for operators and Kubernetes: `/` (the status page for people), `/metrics`
+//! (Prometheus text format), `/healthz`
 //! (the process is alive and its critical tasks run) and `/readyz` (not shutting down, the
 //! repository answers within 5 s, and the SQS queue answered the listener's last call).
 
@@ -12,6 +13,8 @@ use axum::routing::get;
 use imerg_dataset::Dataset;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::status_page::{self, StatusCache};
+
 /// What the handlers need.
 #[derive(Clone)]
 pub(crate) struct State {
@@ -22,6 +25,29 @@ pub(crate) struct State {
     pub queue: Option<Arc<imerg_listener::QueueHealth>>,
     /// False from the moment shutdown starts: load balancers stop sending work first.
     pub ready: Arc<AtomicBool>,
+    /// The store's status as the background refresh last saw it (the status page).
+    pub status: Arc<StatusCache>,
+    /// The backfill jobs, when this process runs the API role.
+    pub jobs: Option<Arc<imerg_ingest_api::JobManager>>,
+}
+
+/// The status page (see [`crate::status_page`]).
+async fn status_page(AxumState(s): AxumState<State>) -> axum::response::Html<String> {
+    let (status, error) = match &s.dataset {
+        Some(ds) => match status_page::current(ds, &s.status).await {
+            Ok(st) => (Some(st), None),
+            Err(e) => (None, Some(e)),
+        },
+        None => (None, None),
+    };
+    let jobs = s.jobs.as_ref().map(|j| j.list()).unwrap_or_default();
+    axum::response::Html(status_page::render(
+        s.dataset.as_deref(),
+        status.as_deref(),
+        error.as_deref(),
+        &jobs,
+        chrono::Utc::now(),
+    ))
 }
 
 async fn metrics_text(AxumState(s): AxumState<State>) -> String {
@@ -66,6 +92,7 @@ async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
 /// The router of the HTTP port.
 pub(crate) fn router(state: State) -> axum::Router {
     axum::Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -16,6 +16,7 @@ mod config;
 mod grpc;
 mod http;
 mod reconcile;
+mod status_page;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -368,6 +369,7 @@ impl Service {
         };
         let queue_health = queue.as_ref().map(|_| Arc::new(QueueHealth::default()));
         let http_stop = CancellationToken::new();
+        let status_cache = Arc::new(status_page::StatusCache::default());
         let mut http_task = tokio::spawn(
             axum::serve(
                 http,
@@ -376,6 +378,8 @@ impl Service {
                     dataset: dataset.clone(),
                     queue: queue_health.clone(),
                     ready: Arc::clone(&ready),
+                    status: Arc::clone(&status_cache),
+                    jobs: jobs.clone(),
                 }),
             )
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())
@@ -383,7 +387,12 @@ impl Service {
         );
 
         // Background gauges.
-        telemetry::spawn_gauges(dataset.clone(), earthdata, background.clone());
+        telemetry::spawn_gauges(
+            dataset.clone(),
+            Arc::clone(&status_cache),
+            earthdata,
+            background.clone(),
+        );
 
         // The drivers: local directory watcher and SQS listener.
         if let (Some(w), Some(ds), Some(ing)) = (&settings.watch, &dataset, &ingestor) {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::ServiceError;
+use crate::status_page::StatusCache;
 
 fn install() -> Result<PrometheusHandle, String> {
     let mut b = PrometheusBuilder::new();
@@ -57,11 +58,12 @@ pub fn prometheus() -> Result<PrometheusHandle, ServiceError> {
 /// the Earthdata credentials' expiry (when configured).
 pub(crate) fn spawn_gauges(
     dataset: Option<Arc<Dataset>>,
+    status: Arc<StatusCache>,
     earthdata: Option<Arc<imerg_credentials::EarthdataCredentialProvider>>,
     stop: CancellationToken,
 ) {
     if let Some(ds) = dataset {
-        tokio::spawn(refresh_gauges(ds, stop.clone()));
+        tokio::spawn(refresh_gauges(ds, status, stop.clone()));
     }
     if let Some(p) = earthdata {
         tokio::spawn(async move {
@@ -79,7 +81,7 @@ pub(crate) fn spawn_gauges(
 }
 
 /// Status gauges of the store, refreshed every 15 s until `stop`.
-async fn refresh_gauges(dataset: Arc<Dataset>, stop: CancellationToken) {
+async fn refresh_gauges(dataset: Arc<Dataset>, cache: Arc<StatusCache>, stop: CancellationToken) {
     loop {
         if let Ok(st) = dataset.status().await {
             metrics::gauge!(m::MANIFESTS).set(st.manifests as f64);
@@ -89,6 +91,7 @@ async fn refresh_gauges(dataset: Arc<Dataset>, stop: CancellationToken) {
                 let lag = (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0;
                 metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
             }
+            cache.set(st);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}

@@ -6,38 +6,36 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::series;
+/// Runs tests/python/NAME with the test venv's Python and asserts it succeeded.
+fn python_script(name: &str, args: &[&str]) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(name);
+    let out = Command::new(common::python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 #[test]
 fn a_generic_client_lists_and_calls_every_rpc_through_reflection() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::Server::spawn(dir.path(), &["--demo"], &[]);
-    let t0 = Instant::now();
-    while series(
-        &server.get("/metrics").1,
-        "imerg_granules_committed_total",
-        &[("outcome", "added")],
-    ) != Some(48.0)
-    {
-        assert!(t0.elapsed() < Duration::from_secs(120), "demo not ingested");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/grpc_generic_client.py");
+    server.wait_added(48);
     let addr = server.grpc.trim_start_matches("http://").to_string();
     // The demo's day: the job finds every granule present already.
-    let out = Command::new(common::python())
-        .arg(&script)
-        .args([&addr, "2025-09-30T00:00:00Z", "2025-10-01T00:00:00Z"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = python_script(
+        "grpc_generic_client.py",
+        &[&addr, "2025-09-30T00:00:00Z", "2025-10-01T00:00:00Z"],
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let services = report["services"].as_object().unwrap();
@@ -127,6 +125,69 @@ fn backfill_watch_shows_a_bar_on_a_terminal_and_few_lines_in_a_pipe() {
     assert!(text.contains("ETA"), "a bar: {text}");
     assert!(text.contains("succeeded"), "{text}");
     assert!(text.contains("committed 12"), "{text}");
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+}
+
+/// The status page at `/` as a person sees it: the Late demo (yesterday's granules) and a
+/// backfill job, rendered by headless Chromium; the words that matter are in the page and in the
+/// screenshot's text (OCR), and the numbers in the HTML are the store's.
+#[test]
+fn the_status_page_shows_coverage_lag_jobs_and_commits_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::Server::spawn(dir.path(), &["--demo", "--product", "late"], &[]);
+    server.wait_added(48);
+    // A job over a day the source does not have: it ends with every granule missing.
+    let out = common::bin()
+        .args(["backfill", "--server", &server.grpc, "--product-id", "late"])
+        .args([
+            "--start",
+            "2026-01-01",
+            "--end",
+            "2026-01-01T03:00",
+            "--watch",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let (code, html) = server.get("/");
+    assert_eq!(code, 200);
+    for want in [
+        "GPM IMERG Late Precipitation",
+        "of the record: 48 of ",
+        "0 gaps",
+        "behind now",
+        "Running jobs: 0",
+        "2026-01-01 00:00 UTC to 2026-01-01 03:00 UTC",
+        "succeeded",
+        "Recent commits (1 in all)",
+        "48 granule(s) of late",
+    ] {
+        assert!(html.contains(want), "{want:?} not in {html}");
+    }
+
+    let png = dir.path().join("status.png");
+    let url = format!("http://{}/", server.http);
+    python_script(
+        "check_status_page.py",
+        &[
+            &url,
+            png.to_str().unwrap(),
+            "coverage",
+            "granules",
+            "gaps",
+            "lag",
+            "behind",
+            "jobs",
+            "commits",
+        ],
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
     server.signal("-TERM");
     assert!(server.child.wait().unwrap().success());
 }

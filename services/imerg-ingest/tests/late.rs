@@ -319,20 +319,7 @@ fn late_run_from_cmr_messages_across_the_label_switch_and_a_sweep() {
 fn the_embedded_demo_runs_on_the_late_profile() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::Server::spawn(dir.path(), &["--demo", "--product", "late"], &[]);
-    let t0 = Instant::now();
-    loop {
-        let (_, m) = server.get("/metrics");
-        if series(
-            &m,
-            "imerg_granules_committed_total",
-            &[("outcome", "added")],
-        ) == Some(48.0)
-        {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "{m}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    server.wait_added(48);
     let names: Vec<String> = walk(&dir.path().join("granules"));
     assert_eq!(names.len(), 48);
     assert!(

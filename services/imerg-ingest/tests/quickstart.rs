@@ -6,9 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-use common::series;
 
 /// Width and height from a PNG's IHDR chunk (after checking the signature).
 fn png_size(path: &Path) -> (u32, u32) {
@@ -28,20 +25,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 fn the_quickstart_draws_a_map_and_a_time_series_from_the_demo() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = common::Server::spawn(dir.path(), &["--demo"], &[]);
-    let t0 = Instant::now();
-    loop {
-        let (_, m) = server.get("/metrics");
-        if series(
-            &m,
-            "imerg_granules_committed_total",
-            &[("outcome", "added")],
-        ) == Some(48.0)
-        {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "{m}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    server.wait_added(48);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.py");
     let out_dir = dir.path().join("pictures");
     let out = Command::new(common::python())

@@ -170,6 +170,29 @@ pub struct Server {
 }
 
 impl Server {
+    /// Waits (at most 120 s) until the process has committed `n` granules as added, as its
+    /// `imerg_granules_committed_total{outcome="added"}` says.
+    #[allow(dead_code)]
+    pub fn wait_added(&self, n: u64) {
+        let t0 = std::time::Instant::now();
+        loop {
+            let (_, m) = self.get("/metrics");
+            if series(
+                &m,
+                "imerg_granules_committed_total",
+                &[("outcome", "added")],
+            ) == Some(n as f64)
+            {
+                return;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(120),
+                "{n} granules not added: {m}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
     /// Starts `serve --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir DATA ARGS...`.
     pub fn spawn(data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -19,6 +19,9 @@ pub struct Received {
     pub body: String,
     /// When the queue accepted it (ms since the Unix epoch), for the end-to-end lag.
     pub sent_ms: Option<i64>,
+    /// Its string message attributes of trace context (`traceparent`, `tracestate`), if the
+    /// sender set them.
+    pub trace: std::collections::HashMap<String, String>,
 }
 
 /// A call to the queue failed; the text is the queue's own explanation.
@@ -94,6 +97,8 @@ impl Queue for SqsQueue {
             .wait_time_seconds(self.wait_seconds)
             .visibility_timeout(secs(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("traceparent")
+            .message_attribute_names("tracestate")
             .send()
             .await
             .map_err(|e| err(&e))?;
@@ -106,11 +111,18 @@ impl Queue for SqsQueue {
                     .as_ref()
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|v| v.parse().ok());
+                let trace = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.string_value?)))
+                    .collect();
                 Some(Received {
                     id: m.message_id.unwrap_or_default(),
                     receipt: m.receipt_handle?,
                     body: m.body.unwrap_or_default(),
                     sent_ms,
+                    trace,
                 })
             })
             .collect())
@@ -281,6 +293,7 @@ impl MemoryQueue {
                 receipt,
                 body: e.body.clone(),
                 sent_ms: Some(e.sent_ms),
+                trace: Default::default(),
             });
             i += 1;
         }

@@ -12,6 +12,7 @@ use imerg_notify::{Action, Notification, parse_message};
 use imerg_pipeline::{Ingestor, Origin};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::{Lease, LeaseSettings, Queue, Received};
 
@@ -182,9 +183,17 @@ impl Drop for InFlightMessage {
 impl MessageHandler {
     async fn handle(&self, msg: Received) {
         let _in_flight = InFlightMessage::enter();
+        // The sender's trace, when it put one in the message's attributes.
+        let span = tracing::info_span!("sqs_message", message_id = %msg.id, trace_id = tracing::field::Empty);
+        if let Some(cx) = imerg_trace::parent_from_attributes(&msg.trace) {
+            imerg_trace::set_parent(&span, cx);
+        }
+        imerg_trace::record_trace_id(&span);
         let outcome = {
             let _lease = Lease::start(Arc::clone(&self.queue), msg.receipt.clone(), self.lease);
-            handle_body(&msg.body, &self.profile, &self.ingestor).await
+            handle_body(&msg.body, &self.profile, &self.ingestor)
+                .instrument(span)
+                .await
         };
         let id = &msg.id;
         match outcome {

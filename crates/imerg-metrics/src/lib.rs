@@ -28,6 +28,12 @@ pub const BATCH_GRANULES: &str = "imerg_batch_granules";
 pub const COMMITS: &str = "imerg_commits_total";
 /// 1, labelled with the build's `version` and `revision` (git commit, when the build knew it).
 pub const BUILD_INFO: &str = "imerg_build_info";
+/// RPCs handled by this process's gRPC server, by `grpc_service`, `grpc_method` and
+/// `grpc_code` (the go-grpc-prometheus names).
+pub const GRPC_SERVER_HANDLED: &str = "grpc_server_handled_total";
+/// Time to the response of an RPC (its headers, for streams), by `grpc_service` and
+/// `grpc_method`.
+pub const GRPC_SERVER_HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
 /// Months tagged complete (`<product>-<label>-<YYYY-MM>`).
 pub const MONTHS_TAGGED: &str = "imerg_months_tagged_total";
 /// Commit attempts that failed (retried or not).
@@ -319,6 +325,17 @@ pub const TABLE: &[Metric] = &[
         BUILD_INFO,
         None,
         "Always 1: the running build's version and revision as labels",
+    ),
+    counter(
+        GRPC_SERVER_HANDLED,
+        None,
+        "RPCs handled, by service, method and status code",
+    ),
+    histogram(
+        GRPC_SERVER_HANDLING_SECONDS,
+        Some(Unit::Seconds),
+        "Time to an RPC's response, by service and method",
+        &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0],
     ),
     counter(
         MONTHS_TAGGED,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use imerg_catalog::GranuleId;
 use imerg_metrics as m;
+use tracing::Instrument as _;
 
 use crate::{Appended, Appender, IngestError, Stage, Worker};
 
@@ -76,6 +77,11 @@ impl Ingestor {
         metrics::counter!(m::GRANULES_RECEIVED, "source" => source).increment(1);
         let _in_flight = InFlight::enter();
         let t0 = Instant::now();
+        // One granule's way through worker and committer: the root of its trace (or a child of
+        // the notification's), carried to the other roles' processes in the RPCs' metadata.
+        let span =
+            tracing::info_span!("ingest", key = %id.key, source, trace_id = tracing::field::Empty);
+        imerg_trace::record_trace_id(&span);
         let r = async {
             let refs = self.worker.virtualize(id).await?;
             imerg_crashpoint::reached(imerg_crashpoint::AFTER_VIRTUALIZE);
@@ -84,6 +90,7 @@ impl Ingestor {
                 .await
                 .map_err(|e| e.at(Stage::Append))
         }
+        .instrument(span.clone())
         .await;
         metrics::histogram!(m::INGEST_SECONDS, "source" => source)
             .record(t0.elapsed().as_secs_f64());
@@ -93,10 +100,13 @@ impl Ingestor {
         };
         metrics::counter!(m::GRANULES_INGESTED, "source" => source, "result" => result)
             .increment(1);
-        if let Err(e) = &r
-            && !e.is_gap()
-        {
-            tracing::warn!(key = %id.key, source, reason = %e.reason, error = %e, "granule not ingested");
+        let _in_span = span.enter();
+        match &r {
+            Ok(a) => tracing::debug!(outcome = a.outcome.as_str(), "granule ingested"),
+            Err(e) if !e.is_gap() => {
+                tracing::warn!(key = %id.key, source, reason = %e.reason, error = %e, "granule not ingested");
+            }
+            Err(_) => {}
         }
         r
     }

@@ -155,9 +155,9 @@ impl GrpcWorker {
 impl Worker for GrpcWorker {
     async fn virtualize(&self, id: &GranuleId) -> Result<GranuleRefs, IngestError> {
         let mut c = self.client.clone();
-        let call = c.virtualize(v1::VirtualizeRequest {
+        let call = c.virtualize(imerg_trace::request(v1::VirtualizeRequest {
             key_or_url: id.key.clone(),
-        });
+        }));
         let Ok(resp) = tokio::time::timeout(WORKER_CALL_TIMEOUT, call).await else {
             return Err(IngestError::new(
                 Reason::Transient,
@@ -199,9 +199,9 @@ impl Appender for GrpcAppender {
     async fn append(&self, granule: GranuleRefs) -> Result<Appended, IngestError> {
         let mut c = self.client.clone();
         let r = c
-            .append(v1::AppendRequest {
+            .append(imerg_trace::request(v1::AppendRequest {
                 granule: Some(granule_to_proto(&granule)),
-            })
+            }))
             .await
             .map_err(|s| from_status(&s, Reason::CommitterUnavailable))?
             .into_inner();

@@ -29,12 +29,17 @@ impl Health {
     }
 }
 
+/// The server's routes, every RPC through [`imerg_trace::RpcLayer`].
+pub(crate) type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<imerg_trace::RpcLayer, tower::layer::util::Identity>,
+>;
+
 /// The routes of the services given, with health and reflection.
 pub(crate) async fn router(
     api: Option<IngestApi>,
     commit: Option<imerg_remote::CommitServer>,
     worker: Option<imerg_remote::WorkerServer>,
-) -> Result<(tonic::transport::server::Router, Health), ServiceError> {
+) -> Result<(GrpcRouter, Health), ServiceError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Reflection v1 for grpcurl, and v1alpha for the tools that only ask for it (grpcui,
     // Postman, evans).
@@ -69,6 +74,7 @@ pub(crate) async fn router(
         served.push("imerg.ingest.v1.WorkerService");
     }
     let router = tonic::transport::Server::builder()
+        .layer(imerg_trace::RpcLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

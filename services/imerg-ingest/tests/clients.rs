@@ -2,6 +2,8 @@
 //! (tests/python/grpc_generic_client.py, the way grpcui, Postman or evans work) learns every
 //! service from reflection v1alpha, checks that v1 lists the same, and calls every RPC.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

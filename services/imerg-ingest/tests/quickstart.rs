@@ -2,6 +2,8 @@
 //! `examples/quickstart.py` opens its store with icechunk + xarray and saves a map and a time
 //! series as PNGs, printing the citation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

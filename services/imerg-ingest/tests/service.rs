@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -287,6 +288,21 @@ async fn backfill_over_grpc_end_to_end() {
     );
     assert_eq!(build[0].1.as_f64(), Some(1.0));
     assert!(metric(&samples, "process_resident_memory_bytes{}") > 1e6);
+    // Every RPC, by method and code (go-grpc-prometheus names).
+    let rpc = |method: &str, code: &str| {
+        format!(
+            "grpc_server_handled_total{{grpc_code={code},grpc_method={method},grpc_service=imerg.ingest.v1.IngestService}}"
+        )
+    };
+    assert!(metric(&samples, &rpc("Backfill", "OK")) >= 1.0, "{samples}");
+    assert_eq!(metric(&samples, &rpc("Backfill", "UNAUTHENTICATED")), 2.0);
+    assert_eq!(metric(&samples, &rpc("CancelJob", "UNAUTHENTICATED")), 1.0);
+    assert!(
+        metric(
+            &samples,
+            "grpc_server_handling_seconds_count{grpc_method=Backfill,grpc_service=imerg.ingest.v1.IngestService}"
+        ) >= 3.0
+    );
     assert!(metric(&samples, "process_open_fds{}") >= 3.0);
     assert!(metric(&samples, "process_start_time_seconds{}") > 1.7e9);
     // Backfill progress sums the running jobs: none once this one ended.
@@ -648,4 +664,114 @@ async fn spans_are_exported_over_otlp_when_configured() {
     assert!(has("imerg-ingest-test"), "service name exported");
     assert!(has("granule"), "per-granule spans exported");
     assert!(has("commit"), "per-commit spans exported");
+}
+
+/// service.name of each trace id in OTLP/HTTP protobuf request bodies: which processes a trace
+/// has spans in, and the span names.
+fn traces(bodies: &[Vec<u8>]) -> BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message as _;
+    let mut out: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for body in bodies {
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                let id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                let e = out.entry(id).or_default();
+                e.0.insert(service.clone());
+                e.1.insert(span.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One granule through three processes (listener watching a directory, worker, committer, each
+/// its own OTEL_SERVICE_NAME): its trace has spans in all three, joined by the traceparent the
+/// gRPC calls carry, and the listener's JSON log lines carry the same trace id.
+#[test]
+fn one_granule_is_one_trace_across_listener_worker_and_committer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let (endpoint, bodies) = otlp_collector();
+    let otel = |name: &'static str| {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
+            ("OTEL_SERVICE_NAME", name.to_string()),
+        ]
+    };
+    let spawn = |args: &[&str], name: &'static str| {
+        let mut e = otel(name).to_vec();
+        // The granule's own log line is at debug.
+        e.push(("RUST_LOG", "info,imerg_pipeline=debug".to_string()));
+        let refs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Server::spawn(&data, args, &refs)
+    };
+    let mut committer = spawn(&["--roles", "committer"], "imerg-committer");
+    let mut worker = spawn(&["--roles", "worker"], "imerg-worker");
+    let mut listener = spawn(
+        &[
+            "--roles",
+            "listener",
+            "--worker-addr",
+            &worker.grpc,
+            "--committer-addr",
+            &committer.grpc,
+            "--watch-interval",
+            "200ms",
+            "--log-format",
+            "json",
+        ],
+        "imerg-listener",
+    );
+    synth(
+        &data.join("granules"),
+        "2023-05-05T00:00",
+        "2023-05-05T00:30",
+    );
+    committer.wait_added(1);
+    for s in [&mut listener, &mut worker, &mut committer] {
+        s.signal("-TERM");
+        assert!(s.child.wait().unwrap().success());
+    }
+    let mut all = Vec::new();
+    while let Ok((_, body)) = bodies.recv_timeout(Duration::from_secs(3)) {
+        all.push(body);
+    }
+    let traces = traces(&all);
+    let full: Vec<_> = traces
+        .iter()
+        .filter(|(_, (services, _))| services.len() == 3)
+        .collect();
+    assert_eq!(
+        full.len(),
+        1,
+        "one trace in all three processes: {traces:#?}"
+    );
+    let (trace_id, (services, names)) = full[0];
+    assert_eq!(
+        services.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["imerg-committer", "imerg-listener", "imerg-worker"]
+    );
+    for n in ["ingest", "granule", "CommitService/Append"] {
+        assert!(names.iter().any(|x| x.contains(n)), "{n} not in {names:?}");
+    }
+    let log = std::fs::read_to_string(&listener.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+        "no JSON log line with trace_id {trace_id}:\n{log}"
+    );
 }

@@ -92,7 +92,7 @@ fn main() {
                 ));
                 let range = TimeRange::new(start, start + chrono::Duration::days(days)).unwrap();
                 let t0 = Instant::now();
-                let job = jobs.backfill(range).await.unwrap();
+                let job = jobs.backfill(range, None).await.unwrap();
                 let mut rx = jobs.watch(&job.id).unwrap();
                 let done = rx
                     .wait_for(|s| s.state != JobState::Running)

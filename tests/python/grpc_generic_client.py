@@ -57,6 +57,13 @@ def v1_services(channel) -> list:
     return sorted(s.name for s in out[0].list_services_response.service)
 
 
+def job_of(msg):
+    """The job in a response: the message itself, or its `job` field (AIP-style responses)."""
+    if msg is not None and "job" in msg.DESCRIPTOR.fields_by_name:
+        return msg.job
+    return msg
+
+
 def set_field(msg, names, value):
     """Sets the first field of `names` the message has (the API may name it either way)."""
     for n in names:
@@ -101,15 +108,15 @@ def main() -> int:
             set_field(req, ["end", "end_time"], stamp(end))
             code, out = call(channel, svc, methods["Backfill"], req)
             report["calls"]["Backfill"] = {"code": code}
-            job = out[0] if out else None
+            job = job_of(out[0]) if out else None
             job_id = job.id if job is not None else ""
             ref = lambda m: (lambda r: (set_field(r, ["id", "name"], job_id), r)[1])(new(m))  # noqa: E731
             code, out = call(channel, svc, methods["WatchJob"], ref("WatchJob"), stream=True)
-            last = out[-1] if out else None
+            last = job_of(out[-1]) if out else None
             state = last.DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[last.state].name if last else None
             report["calls"]["WatchJob"] = {"code": code, "messages": len(out), "state": state}
             code, out = call(channel, svc, methods["GetJob"], ref("GetJob"))
-            report["calls"]["GetJob"] = {"code": code, "committed": out[0].committed if out else None}
+            report["calls"]["GetJob"] = {"code": code, "committed": job_of(out[0]).committed if out else None}
             code, out = call(channel, svc, methods["ListJobs"], new("ListJobs"))
             report["calls"]["ListJobs"] = {"code": code, "jobs": len(out[0].jobs) if out else None}
             code, _ = call(channel, svc, methods["CancelJob"], ref("CancelJob"))

@@ -965,13 +965,16 @@ mod tests {
             "record_end",
             "cadence_minutes",
             "layout",
+            // Added with the CF attributes: optional, and builds that predate it ignore it
+            // (unknown fields are not refused).
+            "doi",
         ];
         want.sort_unstable();
         let mut keys_sorted = keys.clone();
         keys_sorted.sort_unstable();
         assert_eq!(
             keys_sorted, want,
-            "Final's JSON has exactly the fields it had"
+            "Final's JSON has exactly the fields it had, plus the DOI"
         );
         assert_eq!(
             v["versions"],

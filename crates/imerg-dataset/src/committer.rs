@@ -332,6 +332,8 @@ async fn commit_with_retries(
                 if outcome.committed {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(m::COMMITS).increment(1);
+                    metrics::gauge!(m::LAST_COMMIT_TIMESTAMP)
+                        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                     metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::histogram!(m::BATCH_GRANULES).record(granules.len() as f64);
                 }

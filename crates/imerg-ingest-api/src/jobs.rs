@@ -16,8 +16,11 @@ use imerg_pipeline::{Ingestor, Origin, Stage};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::store::JobStore;
+
 /// Lifecycle of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     Running,
     Succeeded,
@@ -37,15 +40,15 @@ impl JobState {
 }
 
 /// A failed granule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     pub key: String,
     pub reason: String,
     pub message: String,
 }
 
-/// A job's progress at one moment.
-#[derive(Debug, Clone)]
+/// A job's progress at one moment (and its record in the [`JobStore`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JobStatus {
     pub id: String,
     pub product: String,
@@ -60,6 +63,13 @@ pub struct JobStatus {
     pub failures: Vec<Failure>,
     pub created: DateTime<Utc>,
     pub finished: Option<DateTime<Utc>>,
+    /// The idempotency key it was started with.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Times a restart of the service resumed it (granules committed before a restart count as
+    /// present already afterwards).
+    #[serde(default)]
+    pub resumed: u32,
 }
 
 /// At most this many failures are kept per job (the count is exact).
@@ -98,6 +108,39 @@ pub struct JobManager {
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     /// Every job's task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Where jobs are kept across restarts (None: in memory only).
+    store: Option<JobStore>,
+    /// Set when shutdown starts: jobs stopped from then on resume at the next start.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The most jobs one ListJobs page returns, and the default page size.
+pub const MAX_PAGE_SIZE: usize = 1000;
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Least time between two writes of a running job's record.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<JobStatus>,
+    /// The token of the next page; None on the last one.
+    pub next: Option<String>,
+}
+
+/// The order of ListJobs (newest first) as a sortable key, and its page token.
+fn order_key(s: &JobStatus) -> (std::cmp::Reverse<DateTime<Utc>>, String) {
+    (std::cmp::Reverse(s.created), s.id.clone())
+}
+
+fn page_token(s: &JobStatus) -> String {
+    format!("{}~{}", s.created.timestamp_micros(), s.id)
+}
+
+fn parse_page_token(t: &str) -> Option<(std::cmp::Reverse<DateTime<Utc>>, String)> {
+    let (micros, id) = t.split_once('~')?;
+    let created = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((std::cmp::Reverse(created), id.to_string()))
 }
 
 impl JobManager {
@@ -116,6 +159,59 @@ impl JobManager {
             max_granules,
             jobs: Mutex::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
+            store: None,
+            stopping: Arc::default(),
+        }
+    }
+
+    /// Keeps jobs in `store` across restarts; call [`Self::resume`] once at start.
+    pub fn with_store(mut self, store: JobStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Loads the stored jobs: finished ones for GetJob/ListJobs, running ones (the service
+    /// stopped or died under them) started again under their own id. Returns how many resumed.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, JobError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let records = store
+            .load_all()
+            .await
+            .map_err(|e| JobError::Unavailable(e.to_string()))?;
+        let mut resumed = 0;
+        for s in records {
+            if s.state == JobState::Running {
+                tracing::info!(job = %s.id, start = %s.range.start, end = %s.range.end, "resuming a backfill job");
+                self.start(s.range, s.request_id.clone(), Some(s)).await?;
+                resumed += 1;
+            } else {
+                let (tx, _) = watch::channel(s.clone());
+                let (cancel, _) = watch::channel(false);
+                let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                jobs.insert(s.id.clone(), Arc::new(Job { status: tx, cancel }));
+            }
+        }
+        let pruned = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            prune(&mut jobs)
+        };
+        self.forget(pruned);
+        Ok(resumed)
+    }
+
+    /// Removes pruned jobs' records.
+    fn forget(&self, ids: Vec<String>) {
+        if let (Some(store), false) = (&self.store, ids.is_empty()) {
+            let store = store.clone();
+            self.tasks.spawn(async move {
+                for id in ids {
+                    if let Err(e) = store.delete(&id).await {
+                        tracing::warn!(job = %id, error = %e, "could not remove a pruned job's record");
+                    }
+                }
+            });
         }
     }
 
@@ -163,8 +259,38 @@ impl JobManager {
         Ok(range)
     }
 
-    /// Starts a backfill of `range` and returns its first status.
-    pub async fn backfill(self: &Arc<Self>, range: TimeRange) -> Result<JobStatus, JobError> {
+    /// Starts a backfill of `range` and returns its first status; with a `request_id` seen
+    /// before, returns that job instead (running or finished).
+    pub async fn backfill(
+        self: &Arc<Self>,
+        range: TimeRange,
+        request_id: Option<String>,
+    ) -> Result<JobStatus, JobError> {
+        let request_id = request_id.filter(|r| !r.is_empty());
+        if let Some(r) = &request_id
+            && let Some(s) = self
+                .list()
+                .into_iter()
+                .find(|s| s.request_id.as_deref() == Some(r))
+        {
+            if s.range != range {
+                return Err(JobError::InvalidArgument(format!(
+                    "request_id {r:?} started job {} for another range ({} to {})",
+                    s.id, s.range.start, s.range.end
+                )));
+            }
+            return Ok(s);
+        }
+        self.start(range, request_id, None).await
+    }
+
+    /// Starts (or, with the stored record `previous`, resumes) a job.
+    async fn start(
+        self: &Arc<Self>,
+        range: TimeRange,
+        request_id: Option<String>,
+        previous: Option<JobStatus>,
+    ) -> Result<JobStatus, JobError> {
         if self.tasks.is_closed() {
             return Err(JobError::Unavailable(
                 "the service is shutting down: no new backfills".into(),
@@ -185,7 +311,9 @@ impl JobManager {
             .filter(|g| !present.contains(&g.time_index))
             .cloned()
             .collect();
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = previous
+            .as_ref()
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), |p| p.id.clone());
         let status = JobStatus {
             id: id.clone(),
             product: self.profile.id.clone(),
@@ -197,17 +325,35 @@ impl JobManager {
             committed: 0,
             missing_at_source: 0,
             failed: 0,
-            failures: Vec::new(),
-            created: Utc::now(),
+            failures: previous
+                .as_ref()
+                .map(|p| p.failures.clone())
+                .unwrap_or_default(),
+            created: previous.as_ref().map_or_else(Utc::now, |p| p.created),
             finished: None,
+            request_id,
+            resumed: previous.as_ref().map_or(0, |p| p.resumed.saturating_add(1)),
         };
         let (tx, _) = watch::channel(status.clone());
         let (cancel, cancel_rx) = watch::channel(false);
         let job = Arc::new(Job { status: tx, cancel });
-        {
+        let pruned = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             jobs.insert(id.clone(), Arc::clone(&job));
-            prune(&mut jobs);
+            prune(&mut jobs)
+        };
+        self.forget(pruned);
+        if let Some(store) = &self.store {
+            // The record exists before the job runs: a crash from here on resumes it.
+            store
+                .save(&status)
+                .await
+                .map_err(|e| JobError::Unavailable(e.to_string()))?;
+            self.tasks.spawn(persist(
+                store.clone(),
+                job.status.subscribe(),
+                Arc::clone(&self.stopping),
+            ));
         }
         tracing::info!(job = %id, start = %range.start, end = %range.end, expected = status.expected,
             present_already = status.present_already, "backfill started");
@@ -261,6 +407,16 @@ impl JobManager {
             })
             .await;
         let cancelled = *cancel.borrow();
+        if cancelled && self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // Stopped by shutdown, not by an operator: the record stays RUNNING (written by the
+            // persist task this wakes) and the next start resumes it.
+            job.status.send_modify(|_| {});
+            metrics::gauge!(m::BACKFILL_JOBS, "state" => "running").decrement(1.0);
+            let s = job.status.borrow().clone();
+            tracing::info!(job = %s.id, committed = s.committed,
+                "backfill interrupted by shutdown: the next start resumes it");
+            return;
+        }
         job.status.send_modify(|s| {
             s.state = if cancelled {
                 JobState::Cancelled
@@ -275,6 +431,7 @@ impl JobManager {
         self.publish_progress();
         metrics::gauge!(m::BACKFILL_JOBS, "state" => "running").decrement(1.0);
         metrics::gauge!(m::BACKFILL_JOBS, "state" => s.state.label()).increment(1.0);
+        metrics::counter!(m::BACKFILL_JOBS_FINISHED, "state" => s.state.label()).increment(1);
         tracing::info!(job = %s.id, state = s.state.label(), committed = s.committed, failed = s.failed,
             missing = s.missing_at_source, "backfill finished");
     }
@@ -330,13 +487,51 @@ impl JobManager {
         Ok(self.job(id)?.status.subscribe())
     }
 
+    /// Every job, newest first.
     pub fn list(&self) -> Vec<JobStatus> {
-        self.jobs
+        let mut all: Vec<JobStatus> = self
+            .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|j| j.status.borrow().clone())
-            .collect()
+            .collect();
+        all.sort_by_key(order_key);
+        all
+    }
+
+    /// One page of jobs, newest first, optionally only those in `state`: at most `size` (0: the
+    /// default, capped at [`MAX_PAGE_SIZE`]) after the one `token` names.
+    pub fn page(
+        &self,
+        size: usize,
+        token: &str,
+        state: Option<JobState>,
+    ) -> Result<JobPage, JobError> {
+        let size = match size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = if token.is_empty() {
+            None
+        } else {
+            Some(parse_page_token(token).ok_or_else(|| {
+                JobError::InvalidArgument(format!(
+                    "page_token {token:?} is not one this service gave"
+                ))
+            })?)
+        };
+        let mut matching = self
+            .list()
+            .into_iter()
+            .filter(|s| state.is_none_or(|st| s.state == st))
+            .filter(|s| after.as_ref().is_none_or(|a| order_key(s) > *a));
+        let jobs: Vec<JobStatus> = matching.by_ref().take(size).collect();
+        let next = match (matching.next(), jobs.last()) {
+            (Some(_), Some(last)) => Some(page_token(last)),
+            _ => None,
+        };
+        Ok(JobPage { jobs, next })
     }
 
     /// Stops the job taking new granules; those in flight finish (committed work stays).
@@ -357,6 +552,8 @@ impl JobManager {
     /// Shutdown: cancels every job and waits until their granules in flight are done (the caller
     /// bounds the wait). New jobs are refused from then on.
     pub async fn drain(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks.close();
         self.cancel_all();
         self.tasks.wait().await;
@@ -379,8 +576,33 @@ fn fail(s: &mut JobStatus, key: &str, reason: &str, message: &str) {
     }
 }
 
-/// Keeps every running job and the newest finished ones.
-fn prune(jobs: &mut BTreeMap<String, Arc<Job>>) {
+/// Writes a job's record as it changes: at once, then at most every [`SAVE_EVERY`], and its
+/// final state when it ends.
+async fn persist(
+    store: JobStore,
+    mut rx: watch::Receiver<JobStatus>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let changed = rx.changed().await.is_ok();
+        let s = rx.borrow_and_update().clone();
+        if let Err(e) = store.save(&s).await {
+            tracing::warn!(job = %s.id, error = %e, "could not save the job's record");
+        }
+        let is_stopping = || stopping.load(std::sync::atomic::Ordering::SeqCst);
+        if !changed || s.state != JobState::Running || is_stopping() {
+            return;
+        }
+        // Shutdown cuts the pause short: the last progress is written before the process ends.
+        let pause_end = tokio::time::Instant::now() + SAVE_EVERY;
+        while !is_stopping() && tokio::time::Instant::now() < pause_end {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Keeps every running job and the newest finished ones; returns the ids removed.
+fn prune(jobs: &mut BTreeMap<String, Arc<Job>>) -> Vec<String> {
     let mut finished: Vec<(DateTime<Utc>, String)> = jobs
         .iter()
         .filter_map(|(id, j)| {
@@ -388,10 +610,13 @@ fn prune(jobs: &mut BTreeMap<String, Arc<Job>>) {
             s.finished.map(|f| (f, id.clone()))
         })
         .collect();
+    let mut removed = Vec::new();
     if finished.len() > MAX_FINISHED_JOBS {
         finished.sort();
         for (_, id) in finished.iter().take(finished.len() - MAX_FINISHED_JOBS) {
             jobs.remove(id);
+            removed.push(id.clone());
         }
     }
+    removed
 }

@@ -85,6 +85,15 @@ pub const IN_FLIGHT: &str = "imerg_granules_in_flight";
 pub const BACKFILL_GRANULES: &str = "imerg_backfill_granules";
 /// Backfill jobs by `state` (running, succeeded, failed, cancelled).
 pub const BACKFILL_JOBS: &str = "imerg_backfill_jobs";
+/// Backfill jobs that finished, by `state` (succeeded, failed, cancelled): a counter, for
+/// `increase()` (the `imerg_backfill_jobs` gauge counts them too, for compatibility).
+pub const BACKFILL_JOBS_FINISHED: &str = "imerg_backfill_jobs_finished_total";
+/// Start time of the newest granule in the store (Unix seconds): alert on `time() - ...`.
+pub const LAST_GRANULE_TIMESTAMP: &str = "imerg_last_granule_timestamp_seconds";
+/// When this process's committer last made a commit durable (Unix seconds).
+pub const LAST_COMMIT_TIMESTAMP: &str = "imerg_last_commit_timestamp_seconds";
+/// When the Earthdata S3 credentials in use expire (Unix seconds).
+pub const CREDENTIALS_EXPIRY_TIMESTAMP: &str = "imerg_credentials_expiry_timestamp_seconds";
 /// Manifests referenced by the branch tip.
 pub const MANIFESTS: &str = "imerg_manifests";
 /// Size of the largest manifest of the branch tip.
@@ -359,6 +368,26 @@ pub const TABLE: &[Metric] = &[
         "Backfill progress of running jobs, by state",
     ),
     gauge(BACKFILL_JOBS, None, "Backfill jobs, by state"),
+    counter(
+        BACKFILL_JOBS_FINISHED,
+        None,
+        "Backfill jobs finished, by final state",
+    ),
+    gauge(
+        LAST_GRANULE_TIMESTAMP,
+        Some(Unit::Seconds),
+        "Start time of the newest granule in the store, Unix seconds",
+    ),
+    gauge(
+        LAST_COMMIT_TIMESTAMP,
+        Some(Unit::Seconds),
+        "When the last commit became durable, Unix seconds",
+    ),
+    gauge(
+        CREDENTIALS_EXPIRY_TIMESTAMP,
+        Some(Unit::Seconds),
+        "When the Earthdata S3 credentials expire, Unix seconds",
+    ),
     gauge(MANIFESTS, None, "Manifests referenced by the branch tip"),
     gauge(
         LARGEST_MANIFEST_BYTES,
@@ -463,7 +492,12 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), n, "a metric is listed twice");
         for m in TABLE {
-            assert!(m.name.starts_with("imerg_"), "{}", m.name);
+            // Ours, or the standard gRPC server metrics under their usual names.
+            assert!(
+                m.name.starts_with("imerg_") || m.name.starts_with("grpc_server_"),
+                "{}",
+                m.name
+            );
             assert_eq!(m.kind == Kind::Histogram, m.buckets.is_some(), "{}", m.name);
             assert_eq!(
                 m.kind == Kind::Counter,

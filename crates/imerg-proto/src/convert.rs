@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use imerg_refs::{ChunkRef, GranuleRefs, VariableRefs};
 
-use crate::v1;
+use crate::internal;
 
 /// A message that does not hold a valid granule.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +32,8 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-pub fn granule_to_proto(g: &GranuleRefs) -> v1::GranuleRefs {
-    v1::GranuleRefs {
+pub fn granule_to_proto(g: &GranuleRefs) -> internal::v1::GranuleRefs {
+    internal::v1::GranuleRefs {
         key: g.key.clone(),
         product: g.product.clone(),
         start: Some(to_timestamp(g.start)),
@@ -45,13 +45,13 @@ pub fn granule_to_proto(g: &GranuleRefs) -> v1::GranuleRefs {
         variables: g
             .variables
             .iter()
-            .map(|(name, v)| v1::VariableRefs {
+            .map(|(name, v)| internal::v1::VariableRefs {
                 name: name.clone(),
                 zarr_json: v.zarr.to_string(),
                 refs: v
                     .refs
                     .iter()
-                    .map(|r| v1::ChunkRef {
+                    .map(|r| internal::v1::ChunkRef {
                         chunk: r.chunk.to_vec(),
                         offset: r.offset,
                         length: r.length,
@@ -65,7 +65,7 @@ pub fn granule_to_proto(g: &GranuleRefs) -> v1::GranuleRefs {
     }
 }
 
-pub fn granule_from_proto(p: &v1::GranuleRefs) -> Result<GranuleRefs, ConvertError> {
+pub fn granule_from_proto(p: &internal::v1::GranuleRefs) -> Result<GranuleRefs, ConvertError> {
     let invalid = |field: &'static str, e: serde_json::Error| ConvertError::Invalid {
         field,
         reason: e.to_string(),

@@ -17,13 +17,14 @@ pub use balance::{AddrError, RESOLVE_EVERY, balanced_channel};
 use async_trait::async_trait;
 use imerg_catalog::{GranuleId, ProductProfile};
 use imerg_pipeline::{Appended, Appender, GranuleRefs, IngestError, Outcome, Reason, Worker};
-use imerg_proto::{granule_from_proto, granule_to_proto, v1};
+use imerg_proto::internal::v1;
+use imerg_proto::{granule_from_proto, granule_to_proto};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 /// The `domain` of every `google.rpc.ErrorInfo` this service sends.
-pub const ERROR_DOMAIN: &str = "imerg.ingest.v1";
+pub const ERROR_DOMAIN: &str = "imerg.ingest.internal.v1";
 
 /// The one mapping of an ingest error onto a gRPC status, its reason attached as ErrorInfo.
 pub fn to_status(e: &IngestError) -> Status {
@@ -94,6 +95,24 @@ impl v1::worker_service_server::WorkerService for WorkerServer {
     }
 }
 
+fn outcome_to_proto(o: Outcome) -> v1::Outcome {
+    match o {
+        Outcome::Added => v1::Outcome::Added,
+        Outcome::Replaced => v1::Outcome::Replaced,
+        Outcome::Duplicate => v1::Outcome::Duplicate,
+        _ => v1::Outcome::Unspecified,
+    }
+}
+
+fn outcome_from_proto(o: i32) -> Option<Outcome> {
+    match v1::Outcome::try_from(o).ok()? {
+        v1::Outcome::Added => Some(Outcome::Added),
+        v1::Outcome::Replaced => Some(Outcome::Replaced),
+        v1::Outcome::Duplicate => Some(Outcome::Duplicate),
+        v1::Outcome::Unspecified => None,
+    }
+}
+
 /// CommitService around an appender (the committer).
 #[derive(Debug, Clone)]
 pub struct CommitServer(pub Arc<dyn Appender>);
@@ -118,7 +137,7 @@ impl v1::commit_service_server::CommitService for CommitServer {
         match self.0.append(g).await {
             Ok(a) => Ok(Response::new(v1::AppendResponse {
                 key: a.key,
-                outcome: a.outcome.as_str().to_string(),
+                outcome: outcome_to_proto(a.outcome) as i32,
                 batch_id: a.batch_id,
                 snapshot: a.snapshot,
             })),
@@ -205,10 +224,10 @@ impl Appender for GrpcAppender {
             .await
             .map_err(|s| from_status(&s, Reason::CommitterUnavailable))?
             .into_inner();
-        let outcome = Outcome::parse(&r.outcome).ok_or_else(|| {
+        let outcome = outcome_from_proto(r.outcome).ok_or_else(|| {
             IngestError::new(
                 Reason::Internal,
-                format!("the committer answered an unknown outcome {:?}", r.outcome),
+                format!("the committer answered an unknown outcome {}", r.outcome),
             )
         })?;
         Ok(Appended {

@@ -3,7 +3,7 @@
 //! reflection (v1 and v1alpha).
 
 use imerg_ingest_api::IngestApi;
-use imerg_proto::v1;
+use imerg_proto::{internal, v1};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -63,15 +63,15 @@ pub(crate) async fn router(
     }
     if commit.is_some() {
         reporter
-            .set_serving::<v1::commit_service_server::CommitServiceServer<imerg_remote::CommitServer>>()
+            .set_serving::<internal::v1::commit_service_server::CommitServiceServer<imerg_remote::CommitServer>>()
             .await;
-        served.push("imerg.ingest.v1.CommitService");
+        served.push("imerg.ingest.internal.v1.CommitService");
     }
     if worker.is_some() {
         reporter
-            .set_serving::<v1::worker_service_server::WorkerServiceServer<imerg_remote::WorkerServer>>()
+            .set_serving::<internal::v1::worker_service_server::WorkerServiceServer<imerg_remote::WorkerServer>>()
             .await;
-        served.push("imerg.ingest.v1.WorkerService");
+        served.push("imerg.ingest.internal.v1.WorkerService");
     }
     let router = tonic::transport::Server::builder()
         .layer(imerg_trace::RpcLayer)

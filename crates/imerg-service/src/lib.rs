@@ -204,13 +204,31 @@ impl Service {
             None
         };
         let jobs = match (&dataset, &ingestor, roles.api) {
-            (Some(ds), Some(ing), true) => Some(Arc::new(JobManager::new(
-                Arc::clone(&profile),
-                Arc::clone(ds),
-                ing.clone(),
-                settings.backfill_concurrency,
-                settings.backfill_max_granules,
-            ))),
+            (Some(ds), Some(ing), true) => {
+                let manager = JobManager::new(
+                    Arc::clone(&profile),
+                    Arc::clone(ds),
+                    ing.clone(),
+                    settings.backfill_concurrency,
+                    settings.backfill_max_granules,
+                );
+                // Jobs are kept beside the repository: a restart keeps their history and
+                // resumes the ones that were running.
+                let manager = match imerg_ingest_api::JobStore::beside(&settings.repo) {
+                    Ok(store) => manager.with_store(store),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "backfill jobs are kept in memory only");
+                        manager
+                    }
+                };
+                let manager = Arc::new(manager);
+                match manager.resume().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(jobs = n, "backfill jobs resumed"),
+                    Err(e) => tracing::warn!(error = %e, "could not load the stored backfill jobs"),
+                }
+                Some(manager)
+            }
             _ => None,
         };
         let grpc = TcpListener::bind(settings.grpc_addr)

@@ -71,6 +71,9 @@ pub(crate) fn spawn_gauges(
                 if let Some(s) = p.seconds_until_expiry() {
                     metrics::gauge!(m::CREDENTIALS_EXPIRY_SECONDS).set(s);
                 }
+                if let Some(t) = p.expires_at() {
+                    metrics::gauge!(m::CREDENTIALS_EXPIRY_TIMESTAMP).set(t.timestamp() as f64);
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(15)) => {}
                     _ = stop.cancelled() => return,
@@ -90,6 +93,7 @@ async fn refresh_gauges(dataset: Arc<Dataset>, cache: Arc<StatusCache>, stop: Ca
             if let Some(t) = st.last_granule {
                 let lag = (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0;
                 metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
+                metrics::gauge!(m::LAST_GRANULE_TIMESTAMP).set(t.timestamp() as f64);
             }
             cache.set(st);
         }

@@ -142,18 +142,23 @@ fn every_driver_moves_the_same_metrics() {
         let job = c
             .backfill(v1::BackfillRequest {
                 product: String::new(),
-                start: t("2021-06-02T00:00"),
-                end: t("2021-06-02T01:00"),
+                start_time: t("2021-06-02T00:00"),
+                end_time: t("2021-06-02T01:00"),
+                request_id: String::new(),
             })
             .await
             .unwrap()
-            .into_inner();
+            .into_inner()
+            .job
+            .unwrap();
         loop {
             let j = c
-                .get_job(v1::JobRef { id: job.id.clone() })
+                .get_job(v1::GetJobRequest { id: job.id.clone() })
                 .await
                 .unwrap()
-                .into_inner();
+                .into_inner()
+                .job
+                .unwrap();
             if j.state != v1::JobState::Running as i32 {
                 break j;
             }

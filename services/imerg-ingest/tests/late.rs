@@ -73,7 +73,7 @@ fn cmr_server(items: serde_json::Value) -> (String, std::sync::mpsc::Receiver<St
     (format!("http://{addr}"), rx)
 }
 
-fn status(grpc: &str) -> v1::Status {
+fn status(grpc: &str) -> v1::GetStatusResponse {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

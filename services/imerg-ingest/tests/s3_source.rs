@@ -62,20 +62,23 @@ async fn backfill_from_an_s3_bucket() {
     let job = c
         .backfill(v1::BackfillRequest {
             product: String::new(),
-            start: Some(to_timestamp(range.start)),
-            end: Some(to_timestamp(range.end + chrono::Duration::minutes(30))),
+            start_time: Some(to_timestamp(range.start)),
+            end_time: Some(to_timestamp(range.end + chrono::Duration::minutes(30))),
+            request_id: String::new(),
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .job
+        .unwrap();
     let mut stream = c
-        .watch_job(v1::JobRef { id: job.id })
+        .watch_job(v1::WatchJobRequest { id: job.id })
         .await
         .unwrap()
         .into_inner();
     let mut last = None;
     while let Some(j) = stream.next().await {
-        last = Some(j.unwrap());
+        last = Some(j.unwrap().job.unwrap());
     }
     let done = last.unwrap();
     assert_eq!(

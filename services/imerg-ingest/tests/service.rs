@@ -86,21 +86,27 @@ fn t(s: &str) -> Option<prost_types::Timestamp> {
 fn req(start: &str, end: &str) -> v1::BackfillRequest {
     v1::BackfillRequest {
         product: String::new(),
-        start: t(start),
-        end: t(end),
+        start_time: t(start),
+        end_time: t(end),
+        request_id: String::new(),
     }
+}
+
+/// Starts a backfill and returns its job.
+async fn start_job(c: &mut Client, r: v1::BackfillRequest) -> v1::Job {
+    c.backfill(r).await.unwrap().into_inner().job.unwrap()
 }
 
 async fn watch_to_end(c: &mut Client, id: &str) -> v1::Job {
     let mut stream = c
-        .watch_job(v1::JobRef { id: id.into() })
+        .watch_job(v1::WatchJobRequest { id: id.into() })
         .await
         .unwrap()
         .into_inner();
     let mut last = None;
     let mut n = 0;
     while let Some(j) = stream.next().await {
-        last = Some(j.unwrap());
+        last = Some(j.unwrap().job.unwrap());
         n += 1;
     }
     assert!(n >= 1);
@@ -161,7 +167,7 @@ async fn backfill_over_grpc_end_to_end() {
     );
     assert_eq!(
         wrong
-            .cancel_job(v1::JobRef { id: "x".into() })
+            .cancel_job(v1::CancelJobRequest { id: "x".into() })
             .await
             .unwrap_err()
             .code(),
@@ -169,7 +175,7 @@ async fn backfill_over_grpc_end_to_end() {
     );
     // Reading needs no token.
     assert_eq!(
-        anon.list_jobs(v1::ListJobsRequest {})
+        anon.list_jobs(v1::ListJobsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -196,10 +202,10 @@ async fn backfill_over_grpc_end_to_end() {
         ),
         (
             v1::BackfillRequest {
-                start: None,
+                start_time: None,
                 ..req("2021-05-05", "2021-05-06")
             },
-            "start is missing",
+            "start_time is missing",
         ),
     ] {
         let e = c.backfill(r).await.unwrap_err();
@@ -211,19 +217,34 @@ async fn backfill_over_grpc_end_to_end() {
         );
     }
     assert_eq!(
-        c.get_job(v1::JobRef { id: "nope".into() })
+        c.get_job(v1::GetJobRequest { id: "nope".into() })
             .await
             .unwrap_err()
             .code(),
         Code::NotFound
     );
 
+    // Errors say their reason machine-readably (google.rpc.ErrorInfo).
+    {
+        use tonic_types::StatusExt as _;
+        let e = c
+            .backfill(req("1990-01-01", "1990-01-02"))
+            .await
+            .unwrap_err();
+        let info = e.get_details_error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("INVALID_ARGUMENT", "imerg.ingest.v1")
+        );
+        let e = c
+            .get_job(v1::GetJobRequest { id: "nope".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.get_details_error_info().unwrap().reason, "JOB_NOT_FOUND");
+    }
+
     // A backfill: 12 granules, one object that is not HDF5, 3 missing at the source.
-    let job = c
-        .backfill(req("2021-05-05T00:00", "2021-05-05T08:00"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_job(&mut c, req("2021-05-05T00:00", "2021-05-05T08:00")).await;
     assert_eq!((job.expected, job.present_already), (16, 0));
     let done = watch_to_end(&mut c, &job.id).await;
     assert_eq!(done.state, v1::JobState::Failed as i32, "{done:?}");
@@ -288,6 +309,8 @@ async fn backfill_over_grpc_end_to_end() {
     );
     assert_eq!(build[0].1.as_f64(), Some(1.0));
     assert!(metric(&samples, "process_resident_memory_bytes{}") > 1e6);
+    // Timestamps, not "time since" (Prometheus's practice): alert on time() - ....
+    assert!(metric(&samples, "imerg_last_commit_timestamp_seconds{}") > 1.7e9);
     // Every RPC, by method and code (go-grpc-prometheus names).
     let rpc = |method: &str, code: &str| {
         format!(
@@ -314,6 +337,10 @@ async fn backfill_over_grpc_end_to_end() {
                 text.contains("imerg_backfill_jobs{state=\"failed\"} 1\n"),
                 "{text}"
             );
+            assert!(
+                text.contains("imerg_backfill_jobs_finished_total{state=\"failed\"} 1\n"),
+                "{text}"
+            );
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(5), "{text}");
@@ -321,11 +348,7 @@ async fn backfill_over_grpc_end_to_end() {
     }
 
     // Re-running the range doubles nothing.
-    let again = c
-        .backfill(req("2021-05-05T00:00", "2021-05-05T08:00"))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = start_job(&mut c, req("2021-05-05T00:00", "2021-05-05T08:00")).await;
     assert_eq!(again.present_already, 12);
     let again = watch_to_end(&mut c, &again.id).await;
     assert_eq!(
@@ -334,12 +357,8 @@ async fn backfill_over_grpc_end_to_end() {
     );
 
     // Cancel: stops taking granules; what was committed stays; a re-run finishes the rest.
-    let job = c
-        .backfill(req("2021-05-07T00:00", "2021-05-07T06:00"))
-        .await
-        .unwrap()
-        .into_inner();
-    c.cancel_job(v1::JobRef { id: job.id.clone() })
+    let job = start_job(&mut c, req("2021-05-07T00:00", "2021-05-07T06:00")).await;
+    c.cancel_job(v1::CancelJobRequest { id: job.id.clone() })
         .await
         .unwrap();
     let cancelled = watch_to_end(&mut c, &job.id).await;
@@ -350,17 +369,55 @@ async fn backfill_over_grpc_end_to_end() {
     );
     assert!(cancelled.committed < 12, "{cancelled:?}");
     let listed = c
-        .list_jobs(v1::ListJobsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
-    assert_eq!(listed.len(), 3);
-    let rest = c
-        .backfill(req("2021-05-07T00:00", "2021-05-07T06:00"))
+        .list_jobs(v1::ListJobsRequest::default())
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(listed.jobs.len(), 3);
+    assert!(listed.next_page_token.is_empty());
+    // Newest first, a page at a time, filtered by state.
+    let first = c
+        .list_jobs(v1::ListJobsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.jobs.len(), 2);
+    assert_eq!(first.jobs[0].id, job.id, "newest first");
+    let second = c
+        .list_jobs(v1::ListJobsRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.jobs.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    assert_eq!(second.jobs[0].id, listed.jobs[2].id);
+    let only_cancelled = c
+        .list_jobs(v1::ListJobsRequest {
+            state: v1::JobState::Cancelled as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only_cancelled.jobs.len(), 1);
+    assert_eq!(
+        c.list_jobs(v1::ListJobsRequest {
+            page_token: "not a token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::InvalidArgument
+    );
+    let rest = start_job(&mut c, req("2021-05-07T00:00", "2021-05-07T06:00")).await;
     assert_eq!(rest.present_already, cancelled.committed);
     let rest = watch_to_end(&mut c, &rest.id).await;
     assert_eq!(rest.committed + cancelled.committed, 12);
@@ -372,7 +429,22 @@ async fn backfill_over_grpc_end_to_end() {
         .into_inner();
     assert_eq!(st.granules_present, 24);
     assert_eq!(st.gaps.len(), 1);
-    assert!(st.ingest_lag_seconds > 0.0 && st.manifests > 0);
+    assert!(st.ingest_lag.unwrap().seconds > 0 && st.manifests > 0);
+
+    // A request_id makes starting idempotent: a retried request gets the first job.
+    let mut r = req("2021-05-05T00:00", "2021-05-05T08:00");
+    r.request_id = "nightly-2021-05-05".into();
+    let a = start_job(&mut c, r.clone()).await;
+    let b = start_job(&mut c, r.clone()).await;
+    assert_eq!(a.id, b.id);
+    assert_eq!(b.request_id, "nightly-2021-05-05");
+    r.end_time = t("2021-05-05T09:00");
+    assert_eq!(
+        c.backfill(r).await.unwrap_err().code(),
+        Code::InvalidArgument,
+        "the same request_id for another range"
+    );
+    watch_to_end(&mut c, &a.id).await;
 
     // A graceful stop.
     server.stop().unwrap();
@@ -403,52 +475,64 @@ async fn backfill_over_grpc_end_to_end() {
     );
 }
 
-/// SIGKILL in the middle of a backfill, restart, re-run: finished, nothing doubled; then SIGTERM
-/// exits cleanly and the Python reader sees the source values.
+/// SIGKILL in the middle of a backfill, then a restart: the job (kept beside the repository)
+/// resumes under its own id and finishes the range, nothing doubled; a re-run finds everything
+/// present; then SIGTERM exits cleanly and the Python reader sees the source values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_backfill_then_a_rerun_finishes_the_range() {
+async fn sigkill_mid_backfill_then_the_restart_resumes_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
     let granules = data.join("granules");
     synth(&granules, "2021-05-08T00:00", "2021-05-08T06:00");
     let mut server = start(&data);
     let mut c = client(&server.grpc, Some(TOKEN)).await;
-    let job = c
-        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_job(&mut c, req("2021-05-08T00:00", "2021-05-08T06:00")).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    server.signal("-KILL");
-    let _ = server.child.wait();
-    drop(server);
-    let mut server = start(&data);
-    let mut c = client(&server.grpc, Some(TOKEN)).await;
-    let before = c
-        .get_status(v1::GetStatusRequest {})
+    let running = c
+        .get_job(v1::GetJobRequest { id: job.id.clone() })
         .await
         .unwrap()
         .into_inner()
-        .granules_present;
-    assert!((0..=12).contains(&before));
-    let rerun = c
-        .backfill(req("2021-05-08T00:00", "2021-05-08T06:00"))
-        .await
-        .unwrap()
-        .into_inner();
+        .job
+        .unwrap();
+    server.signal("-KILL");
+    let _ = server.child.wait();
     assert_eq!(
-        rerun.present_already, before,
-        "job {} was killed after {before} commits",
-        job.id
+        running.state,
+        v1::JobState::Running as i32,
+        "killed while running: {running:?}"
     );
+    drop(server);
+    let mut server = start(&data);
+    let mut c = client(&server.grpc, Some(TOKEN)).await;
+    let resumed = watch_to_end(&mut c, &job.id).await;
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("resuming a backfill job"), "{log}");
+    assert_eq!(resumed.state, v1::JobState::Succeeded as i32, "{resumed:?}");
+    assert_eq!(resumed.create_time, job.create_time, "the same job");
+    assert_eq!(
+        resumed.present_already + resumed.committed,
+        12,
+        "{resumed:?}"
+    );
+    let rerun = start_job(&mut c, req("2021-05-08T00:00", "2021-05-08T06:00")).await;
+    assert_eq!(rerun.present_already, 12);
     let rerun = watch_to_end(&mut c, &rerun.id).await;
-    assert_eq!(rerun.committed, 12 - before);
+    assert_eq!(rerun.committed, 0);
     let st = c
         .get_status(v1::GetStatusRequest {})
         .await
         .unwrap()
         .into_inner();
     assert_eq!(st.granules_present, 12);
+    // Both jobs are listed after the restart.
+    let listed = c
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 2);
 
     // SIGTERM: a clean exit.
     server.signal("-TERM");
@@ -494,11 +578,7 @@ async fn roles_in_separate_processes_talk_grpc() {
         ],
     );
     let mut c = client(&api.grpc, Some(TOKEN)).await;
-    let job = c
-        .backfill(req("2022-08-08T00:00", "2022-08-08T04:00"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_job(&mut c, req("2022-08-08T00:00", "2022-08-08T04:00")).await;
     let done = watch_to_end(&mut c, &job.id).await;
     assert_eq!(
         (done.committed, done.missing_at_source, done.failed),
@@ -515,7 +595,7 @@ async fn roles_in_separate_processes_talk_grpc() {
     let mut to_worker = client(&worker.grpc, Some(TOKEN)).await;
     assert_eq!(
         to_worker
-            .list_jobs(v1::ListJobsRequest {})
+            .list_jobs(v1::ListJobsRequest::default())
             .await
             .unwrap_err()
             .code(),
@@ -559,11 +639,7 @@ async fn calls_spread_over_several_workers() {
         ],
     );
     let mut c = client(&api.grpc, Some(TOKEN)).await;
-    let job = c
-        .backfill(req("2022-08-09T00:00", "2022-08-09T06:00"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_job(&mut c, req("2022-08-09T00:00", "2022-08-09T06:00")).await;
     let done = watch_to_end(&mut c, &job.id).await;
     assert_eq!((done.committed, done.failed), (12, 0), "{done:?}");
     let count = |s: &Server| {
@@ -641,11 +717,7 @@ async fn spans_are_exported_over_otlp_when_configured() {
         ],
     );
     let mut c = client(&server.grpc, Some(TOKEN)).await;
-    let job = c
-        .backfill(req("2023-03-03T00:00", "2023-03-03T01:00"))
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_job(&mut c, req("2023-03-03T00:00", "2023-03-03T01:00")).await;
     let done = watch_to_end(&mut c, &job.id).await;
     assert_eq!(done.committed, 2);
     server.signal("-TERM");

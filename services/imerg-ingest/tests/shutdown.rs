@@ -72,6 +72,45 @@ fn stuck_listener(data: &Path, grace: &str) -> Server {
     server
 }
 
+/// The server's overall health ("" service) as a gRPC health Watch stream reports it, one
+/// status name per message.
+fn watch_health(grpc: &str) -> std::sync::mpsc::Receiver<String> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = grpc.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let channel = tonic::transport::Endpoint::from_shared(addr)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut c = HealthClient::new(channel);
+            let mut stream = c
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            while let Ok(Some(m)) = stream.message().await {
+                let name = ServingStatus::try_from(m.status)
+                    .map_or("?", |s| s.as_str_name())
+                    .to_string();
+                if tx.send(name).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    rx
+}
+
 fn wait_exit(server: &mut Server, within: Duration) -> (std::process::ExitStatus, Duration) {
     let t0 = Instant::now();
     loop {
@@ -91,11 +130,21 @@ fn wait_exit(server: &mut Server, within: Duration) -> (std::process::ExitStatus
 fn sigterm_with_a_hung_committer_exits_within_twice_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = stuck_listener(dir.path(), "2s");
+    let health = watch_health(&server.grpc);
+    assert_eq!(
+        health.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "SERVING"
+    );
     server.signal("-TERM");
-    // Readiness goes false first, while in-flight granules still get their grace period.
+    // Readiness goes false first, while in-flight granules still get their grace period; gRPC
+    // health says NOT_SERVING to clients that watch it (load balancers, Kubernetes probes).
     std::thread::sleep(Duration::from_millis(300));
     let (code, body) = server.get("/readyz");
     assert_eq!((code, body.trim()), (503, "shutting down"));
+    assert_eq!(
+        health.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "NOT_SERVING"
+    );
     let (status, took) = wait_exit(&mut server, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     assert!(

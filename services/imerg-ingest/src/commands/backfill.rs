@@ -36,9 +36,16 @@ pub struct Args {
     /// Cancel a job.
     #[arg(long)]
     cancel: Option<String>,
-    /// List jobs.
+    /// List jobs, newest first (every page).
     #[arg(long)]
     list: bool,
+    /// With --list: only jobs in this state.
+    #[arg(long, value_parser = ["running", "succeeded", "failed", "cancelled"])]
+    state: Option<String>,
+    /// An idempotency key: starting the same request again (a retried script) returns the job
+    /// the first start made instead of another one.
+    #[arg(long)]
+    request_id: Option<String>,
     /// Print jobs as JSON lines.
     #[arg(long)]
     json: bool,
@@ -185,43 +192,70 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             Ok(req)
         },
     );
+    let job_of =
+        |j: Option<v1::Job>| j.ok_or_else(|| anyhow::anyhow!("the server answered without a job"));
     if args.list {
-        for j in client
-            .list_jobs(v1::ListJobsRequest {})
-            .await?
-            .into_inner()
-            .jobs
-        {
-            show(&j, args.json);
+        let state = match args.state.as_deref() {
+            Some("running") => v1::JobState::Running,
+            Some("succeeded") => v1::JobState::Succeeded,
+            Some("failed") => v1::JobState::Failed,
+            Some("cancelled") => v1::JobState::Cancelled,
+            _ => v1::JobState::Unspecified,
+        };
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_jobs(v1::ListJobsRequest {
+                    page_size: 0,
+                    page_token,
+                    state: state as i32,
+                })
+                .await?
+                .into_inner();
+            for j in &page.jobs {
+                show(j, args.json);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
         }
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(id) = &args.cancel {
         let j = client
-            .cancel_job(v1::JobRef { id: id.clone() })
+            .cancel_job(v1::CancelJobRequest { id: id.clone() })
             .await?
-            .into_inner();
-        show(&j, args.json);
+            .into_inner()
+            .job;
+        show(&job_of(j)?, args.json);
         return Ok(ExitCode::SUCCESS);
     }
     let job = match &args.job {
-        Some(id) => client
-            .get_job(v1::JobRef { id: id.clone() })
-            .await?
-            .into_inner(),
+        Some(id) => job_of(
+            client
+                .get_job(v1::GetJobRequest { id: id.clone() })
+                .await?
+                .into_inner()
+                .job,
+        )?,
         None => {
             let (start, end) = match (&args.start, &args.end) {
                 (Some(s), Some(e)) => (parse_time(s)?, parse_time(e)?),
                 _ => anyhow::bail!("--start and --end are required"),
             };
-            client
-                .backfill(v1::BackfillRequest {
-                    product: args.product_id.clone(),
-                    start: Some(to_timestamp(start)),
-                    end: Some(to_timestamp(end)),
-                })
-                .await?
-                .into_inner()
+            job_of(
+                client
+                    .backfill(v1::BackfillRequest {
+                        product: args.product_id.clone(),
+                        start_time: Some(to_timestamp(start)),
+                        end_time: Some(to_timestamp(end)),
+                        request_id: args.request_id.clone().unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner()
+                    .job,
+            )?
         }
     };
     show(&job, args.json);
@@ -229,13 +263,13 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     if args.watch {
         let mut progress = Progress::new(&args, &last);
         let mut stream = client
-            .watch_job(v1::JobRef {
+            .watch_job(v1::WatchJobRequest {
                 id: last.id.clone(),
             })
             .await?
             .into_inner();
-        while let Some(j) = stream.next().await {
-            let j = j?;
+        while let Some(m) = stream.next().await {
+            let j = job_of(m?.job)?;
             progress.update(&j);
             last = j;
         }

@@ -47,8 +47,8 @@ fn sweep_json(s: &imerg_proto::v1::ReconcileSweep) -> serde_json::Value {
     let t =
         |t: &Option<prost_types::Timestamp>| ts(t.as_ref().and_then(imerg_proto::from_timestamp));
     serde_json::json!({
-        "finished": t(&s.finished), "window_start": t(&s.window_start),
-        "window_end": t(&s.window_end), "expected": s.expected, "present": s.present,
+        "finished": t(&s.end_time), "window_start": t(&s.window_start_time),
+        "window_end": t(&s.window_end_time), "expected": s.expected, "present": s.present,
         "found": s.found, "ingested": s.ingested, "failed": s.failed,
         "still_missing": s.still_missing, "overdue": s.overdue, "missing": s.missing,
         "inventory_error": s.inventory_error,

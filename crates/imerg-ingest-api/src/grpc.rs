@@ -143,8 +143,10 @@ pub fn job_to_proto(s: &JobStatus) -> v1::Job {
     v1::Job {
         id: s.id.clone(),
         product: s.product.clone(),
-        start_time: Some(to_timestamp(s.range.start)),
-        end_time: Some(to_timestamp(s.range.end)),
+        range: Some(v1::TimeRange {
+            start_time: Some(to_timestamp(s.range.start)),
+            end_time: Some(to_timestamp(s.range.end)),
+        }),
         state: state_to_proto(s.state) as i32,
         expected: s.expected,
         present_already: s.present_already,
@@ -162,7 +164,7 @@ pub fn job_to_proto(s: &JobStatus) -> v1::Job {
             })
             .collect(),
         create_time: Some(to_timestamp(s.created)),
-        finish_time: s.finished.map(to_timestamp),
+        end_time: s.finished.map(to_timestamp),
         request_id: s.request_id.clone().unwrap_or_default(),
     }
 }

@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -653,43 +651,6 @@ async fn calls_spread_over_several_workers() {
     assert!(n1 > 0.0 && n2 > 0.0, "not spread: {n1} / {n2}");
 }
 
-/// A minimal OTLP/HTTP collector: accepts POST /v1/traces, answers 200 with an empty
-/// ExportTraceServiceResponse, and hands over each request body.
-fn otlp_collector() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            let mut reader = BufReader::new(s.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if line.to_ascii_lowercase().starts_with("content-length:") {
-                    len = line[15..].trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-            let _ = tx.send((head, body));
-        }
-    });
-    (format!("http://{addr}"), rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_when_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -699,7 +660,7 @@ async fn spans_are_exported_over_otlp_when_configured() {
         "2023-03-03T00:00",
         "2023-03-03T01:00",
     );
-    let (endpoint, bodies) = otlp_collector();
+    let (endpoint, bodies) = common::otlp::collector();
     let mut server = Server::spawn(
         &data,
         &[
@@ -738,37 +699,6 @@ async fn spans_are_exported_over_otlp_when_configured() {
     assert!(has("commit"), "per-commit spans exported");
 }
 
-/// service.name of each trace id in OTLP/HTTP protobuf request bodies: which processes a trace
-/// has spans in, and the span names.
-fn traces(bodies: &[Vec<u8>]) -> BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    use prost::Message as _;
-    let mut out: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    for body in bodies {
-        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        for rs in req.resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                let id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                let e = out.entry(id).or_default();
-                e.0.insert(service.clone());
-                e.1.insert(span.name.clone());
-            }
-        }
-    }
-    out
-}
-
 /// One granule through three processes (listener watching a directory, worker, committer, each
 /// its own OTEL_SERVICE_NAME): its trace has spans in all three, joined by the traceparent the
 /// gRPC calls carry, and the listener's JSON log lines carry the same trace id.
@@ -776,7 +706,7 @@ fn traces(bodies: &[Vec<u8>]) -> BTreeMap<String, (BTreeSet<String>, BTreeSet<St
 fn one_granule_is_one_trace_across_listener_worker_and_committer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let (endpoint, bodies) = otlp_collector();
+    let (endpoint, bodies) = common::otlp::collector();
     let otel = |name: &'static str| {
         [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
@@ -822,7 +752,7 @@ fn one_granule_is_one_trace_across_listener_worker_and_committer() {
     while let Ok((_, body)) = bodies.recv_timeout(Duration::from_secs(3)) {
         all.push(body);
     }
-    let traces = traces(&all);
+    let traces = common::otlp::traces(&all);
     let full: Vec<_> = traces
         .iter()
         .filter(|(_, (services, _))| services.len() == 3)

@@ -269,3 +269,67 @@ fn visibility_is_extended_while_a_granule_is_in_flight() {
         "the granule's message and the s3:TestEvent: {m}"
     );
 }
+
+/// A notification that carries a W3C `traceparent` message attribute (as an upstream that
+/// traces sends it): the granule's spans join that trace, as children of the sender's span.
+#[test]
+fn a_traceparent_in_the_message_attributes_parents_the_granule_trace() {
+    aws_env();
+    let py = python();
+    let stack = Stack::start(&py, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    synth(&local, "2024-03-01T00:00", "2024-03-01T00:30");
+    let key = keys("2024-03-01T00:00", "2024-03-01T00:30").remove(0);
+    // Into a bucket that announces nothing: the only message is ours.
+    stack.create_bucket("imerg-quiet");
+    stack.put_in(
+        "imerg-quiet",
+        &key,
+        &std::fs::read(local.join(&key)).unwrap(),
+    );
+    let (endpoint, bodies) = common::otlp::collector();
+    let mut serve = stack.serve_args(false);
+    let at = serve.iter().position(|a| a == "s3://imerg-src").unwrap();
+    serve[at] = "s3://imerg-quiet".into();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sender_span = "00f067aa0ba902b7";
+    let mut server = common::Server::spawn(
+        dir.path(),
+        &args(&serve),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_SERVICE_NAME", "imerg-sqs"),
+        ],
+    );
+    stack.send_with_attributes(
+        &format!(
+            r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"imerg-quiet"}},"object":{{"key":"{key}"}}}}}}]}}"#
+        ),
+        &[("traceparent", &format!("00-{trace_id}-{sender_span}-01"))],
+    );
+    server.wait_added(1);
+    let t0 = std::time::Instant::now();
+    while stack.pending() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "message not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.signal("-TERM");
+    assert!(server.child.wait().unwrap().success());
+    let mut all = Vec::new();
+    while let Ok((_, body)) = bodies.recv_timeout(Duration::from_secs(3)) {
+        all.push(body);
+    }
+    let traces = common::otlp::traces(&all);
+    let (services, names) = traces
+        .get(trace_id)
+        .unwrap_or_else(|| panic!("no span in the sender's trace: {traces:#?}"));
+    assert!(services.contains("imerg-sqs"), "{services:?}");
+    for n in ["sqs_message", "ingest", "granule"] {
+        assert!(names.contains(n), "{n} not in {names:?}");
+    }
+}

@@ -167,6 +167,24 @@ impl Stack {
         ));
     }
 
+    /// Sends a message body with string message attributes (such as a W3C `traceparent`).
+    pub fn send_with_attributes(&self, body: &str, attributes: &[(&str, &str)]) {
+        let mut q = format!(
+            "Action=SendMessage&QueueUrl={}&MessageBody={}",
+            enc(&self.queue),
+            enc(body)
+        );
+        for (i, (k, v)) in attributes.iter().enumerate() {
+            let n = i + 1;
+            q.push_str(&format!(
+                "&MessageAttribute.{n}.Name={}&MessageAttribute.{n}.Value.DataType=String&MessageAttribute.{n}.Value.StringValue={}",
+                enc(k),
+                enc(v)
+            ));
+        }
+        self.sqs_ok(&q);
+    }
+
     /// An approximate message count of a queue (`ApproximateNumberOfMessages`, ...).
     pub fn count(&self, queue: &str, attribute: &str) -> u64 {
         let xml = self.sqs_ok(&format!(

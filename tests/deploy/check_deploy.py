@@ -46,7 +46,7 @@ import yaml
 
 K8S_VERSION = "1.30"
 SECRET_NAME = "imerg-ingest-tokens"
-SECRET_KEYS = {"earthdata-token", "operator-token"}
+SECRET_KEYS = {"earthdata-token", "operator-token", "internal-token"}
 HTTP_PORT = 9464
 GRPC_PORT = 50051
 # Metrics that are not the service's: CloudWatch exporter (SQS), kube-state-metrics, Prometheus.
@@ -60,6 +60,7 @@ EXTERNAL_METRICS = {
 UNSET_ON_PURPOSE = {
     "IMERG_EARTHDATA_TOKEN": "the token is a file from the Secret (IMERG_EARTHDATA_TOKEN_FILE)",
     "IMERG_OPERATOR_TOKEN": "the token is a file from the Secret (IMERG_OPERATOR_TOKEN_FILE)",
+    "IMERG_INTERNAL_TOKEN": "the token is a file from the Secret (IMERG_INTERNAL_TOKEN_FILE)",
     "IMERG_REPO_ENDPOINT": "AWS S3 itself; only for S3-compatible stores",
     "IMERG_SOURCE_ENDPOINT": "AWS S3 itself; only for S3-compatible stores",
     "IMERG_SQS_ENDPOINT": "AWS SQS itself; only for a local SQS-compatible server",

@@ -60,16 +60,7 @@ impl IngestApi {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let ok = match &self.token {
-            Some(token) => req
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
-            None => req.remote_addr().is_some_and(|a| a.ip().is_loopback()),
-        };
-        if ok {
+        if imerg_remote::bearer_or_loopback(req, self.token.as_deref()) {
             Ok(())
         } else {
             metrics::counter!(m::UNAUTHENTICATED).increment(1);
@@ -84,10 +75,6 @@ impl IngestApi {
             ))
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The `domain` of the `google.rpc.ErrorInfo` every IngestService error carries.

@@ -6,12 +6,14 @@
 //! failure it is (NOT_FOUND = gap, INVALID_ARGUMENT / FAILED_PRECONDITION = bad input or
 //! rejected, ABORTED = second writer, UNAVAILABLE = retry).
 
+mod auth;
 mod balance;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::{InternalAuth, bearer_or_loopback};
 pub use balance::{AddrError, RESOLVE_EVERY, balanced_channel};
 
 use async_trait::async_trait;
@@ -70,8 +72,15 @@ impl WorkerServer {
         Self { worker, profile }
     }
 
-    pub fn into_server(self) -> v1::worker_service_server::WorkerServiceServer<Self> {
-        v1::worker_service_server::WorkerServiceServer::new(self)
+    /// The server, every call checked by `auth`.
+    pub fn into_server(
+        self,
+        auth: InternalAuth,
+    ) -> tonic::service::interceptor::InterceptedService<
+        v1::worker_service_server::WorkerServiceServer<Self>,
+        InternalAuth,
+    > {
+        v1::worker_service_server::WorkerServiceServer::with_interceptor(self, auth)
     }
 }
 
@@ -118,8 +127,15 @@ fn outcome_from_proto(o: i32) -> Option<Outcome> {
 pub struct CommitServer(pub Arc<dyn Appender>);
 
 impl CommitServer {
-    pub fn into_server(self) -> v1::commit_service_server::CommitServiceServer<Self> {
-        v1::commit_service_server::CommitServiceServer::new(self)
+    /// The server, every call checked by `auth`.
+    pub fn into_server(
+        self,
+        auth: InternalAuth,
+    ) -> tonic::service::interceptor::InterceptedService<
+        v1::commit_service_server::CommitServiceServer<Self>,
+        InternalAuth,
+    > {
+        v1::commit_service_server::CommitServiceServer::with_interceptor(self, auth)
     }
 }
 
@@ -158,25 +174,43 @@ const WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub struct GrpcWorker {
     client: v1::worker_service_client::WorkerServiceClient<Channel>,
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl GrpcWorker {
     /// Connects lazily: the workers may start after this process. Needs a Tokio runtime.
-    pub fn new(addr: &str) -> Result<Self, AddrError> {
+    /// `token`: the internal token the workers check (None: they accept loopback callers).
+    pub fn new(addr: &str, token: Option<&str>) -> Result<Self, AddrError> {
         Ok(Self {
             client: v1::worker_service_client::WorkerServiceClient::new(balanced_channel(addr)?)
                 .max_decoding_message_size(64 * 1024 * 1024),
+            bearer: auth::bearer(token),
         })
     }
+}
+
+/// A request with the caller's trace context and, when configured, the internal token.
+fn internal_request<T>(
+    message: T,
+    bearer: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> Request<T> {
+    let mut req = imerg_trace::request(message);
+    if let Some(b) = bearer {
+        req.metadata_mut().insert("authorization", b.clone());
+    }
+    req
 }
 
 #[async_trait]
 impl Worker for GrpcWorker {
     async fn virtualize(&self, id: &GranuleId) -> Result<GranuleRefs, IngestError> {
         let mut c = self.client.clone();
-        let call = c.virtualize(imerg_trace::request(v1::VirtualizeRequest {
-            key_or_url: id.key.clone(),
-        }));
+        let call = c.virtualize(internal_request(
+            v1::VirtualizeRequest {
+                key_or_url: id.key.clone(),
+            },
+            &self.bearer,
+        ));
         let Ok(resp) = tokio::time::timeout(WORKER_CALL_TIMEOUT, call).await else {
             return Err(IngestError::new(
                 Reason::Transient,
@@ -201,14 +235,17 @@ impl Worker for GrpcWorker {
 #[derive(Debug, Clone)]
 pub struct GrpcAppender {
     client: v1::commit_service_client::CommitServiceClient<Channel>,
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl GrpcAppender {
-    /// Connects lazily: the committer may start after this process.
-    pub fn new(addr: &str) -> Result<Self, tonic::transport::Error> {
+    /// Connects lazily: the committer may start after this process. `token`: the internal
+    /// token the committer checks.
+    pub fn new(addr: &str, token: Option<&str>) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
             client: v1::commit_service_client::CommitServiceClient::new(channel(addr)?)
                 .max_encoding_message_size(64 * 1024 * 1024),
+            bearer: auth::bearer(token),
         })
     }
 }
@@ -218,9 +255,12 @@ impl Appender for GrpcAppender {
     async fn append(&self, granule: GranuleRefs) -> Result<Appended, IngestError> {
         let mut c = self.client.clone();
         let r = c
-            .append(imerg_trace::request(v1::AppendRequest {
-                granule: Some(granule_to_proto(&granule)),
-            }))
+            .append(internal_request(
+                v1::AppendRequest {
+                    granule: Some(granule_to_proto(&granule)),
+                },
+                &self.bearer,
+            ))
             .await
             .map_err(|s| from_status(&s, Reason::CommitterUnavailable))?
             .into_inner();

@@ -299,6 +299,14 @@ pub struct ServiceConfig {
     /// File holding the operator bearer token.
     #[arg(long, env = "IMERG_OPERATOR_TOKEN_FILE")]
     pub operator_token_file: Option<PathBuf>,
+    /// Internal token that the roles send each other and check on CommitService and
+    /// WorkerService (a secret; prefer the _FILE form). The same value on every role of a
+    /// deployment. Without it, internal RPCs are accepted from loopback only.
+    #[arg(long, env = "IMERG_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<Secret>,
+    /// File holding the internal token.
+    #[arg(long, env = "IMERG_INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<PathBuf>,
     /// Largest manifest before it rolls over along time (used when creating the repository).
     #[arg(long, env = "IMERG_MANIFEST_MAX_BYTES", default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
     pub manifest_max_bytes: u64,
@@ -404,6 +412,8 @@ pub struct Settings {
     pub backfill_concurrency: usize,
     pub backfill_max_granules: u64,
     pub operator_token: Option<Secret>,
+    /// The token internal RPCs carry and check (None: loopback callers only).
+    pub internal_token: Option<Secret>,
     pub earthdata: Option<imerg_credentials::EarthdataConfig>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -427,6 +437,25 @@ pub struct NativeSettings {
     pub keep_mantissa_bits: Option<u8>,
 }
 
+/// A token given as a value or as a file (not both), trimmed; None when absent or empty.
+fn token_from(
+    value: Option<&Secret>,
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    let token = match (value, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "give the {what} token once: --{what}-token or --{what}-token-file"
+            )));
+        }
+        (Some(t), None) => Some(Secret::new(t.expose().trim())),
+        (None, Some(f)) => Some(read_secret(f, &format!("{what} token"))?),
+        (None, None) => None,
+    };
+    Ok(token.filter(|t| !t.expose().is_empty()))
+}
+
 fn read_secret(path: &Path, what: &str) -> Result<Secret, ConfigError> {
     let s = std::fs::read_to_string(path).map_err(|e| {
         invalid(format!(
@@ -443,10 +472,16 @@ impl ServiceConfig {
     /// (`--earthdata-token`, or the ecosystem's `EARTHDATA_TOKEN`), a token file, a username and
     /// password, or a .netrc entry for Earthdata Login. None when none is given.
     fn earthdata(&self) -> Result<Option<imerg_credentials::EarthdataConfig>, ConfigError> {
+        self.earthdata_with_env(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::earthdata`] with the environment given (tests).
+    fn earthdata_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<imerg_credentials::EarthdataConfig>, ConfigError> {
         use imerg_credentials::EarthdataConfig;
-        let env_token = std::env::var("EARTHDATA_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty());
+        let env_token = env("EARTHDATA_TOKEN").filter(|t| !t.trim().is_empty());
         let login = match (&self.earthdata_username, &self.earthdata_password) {
             (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
             (None, None) => None,
@@ -633,17 +668,16 @@ impl ServiceConfig {
                 "--backfill-concurrency is below --batch-size: a backfill's batches cannot fill"
             );
         }
-        let operator_token = match (&self.operator_token, &self.operator_token_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "give the operator token once: --operator-token or --operator-token-file",
-                ));
-            }
-            (Some(t), None) => Some(Secret::new(t.expose().trim())),
-            (None, Some(f)) => Some(read_secret(f, "operator token")?),
-            (None, None) => None,
-        }
-        .filter(|t| !t.expose().is_empty());
+        let operator_token = token_from(
+            self.operator_token.as_ref(),
+            self.operator_token_file.as_deref(),
+            "operator",
+        )?;
+        let internal_token = token_from(
+            self.internal_token.as_ref(),
+            self.internal_token_file.as_deref(),
+            "internal",
+        )?;
         let earthdata = self.earthdata()?;
         let sqs = match (&self.sqs_queue_url, roles.listener) {
             (Some(url), true) => Some(SqsConfig {
@@ -692,6 +726,7 @@ impl ServiceConfig {
             backfill_concurrency: self.backfill_concurrency,
             backfill_max_granules: self.backfill_max_granules,
             operator_token,
+            internal_token,
             earthdata,
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
@@ -862,6 +897,17 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
+        // The ecosystem's EARTHDATA_TOKEN, when no IMERG_ variable or flag gives one.
+        let (cfg, _) = parse(&[]);
+        let env = |name: &str| (name == "EARTHDATA_TOKEN").then(|| "edl-token-xyz".to_string());
+        let e = cfg.earthdata_with_env(env).unwrap().unwrap();
+        assert_eq!(e.token, "edl-token-xyz");
+        assert!(matches!(e.source, imerg_credentials::TokenSource::Value));
+        let (cfg, _) = parse(&["--earthdata-token", "flag-token"]);
+        assert_eq!(
+            cfg.earthdata_with_env(env).unwrap().unwrap().token,
+            "flag-token"
+        );
         // A .netrc without Earthdata Login's machine gives no credentials.
         std::fs::write(&netrc, "machine other login a password b\n").unwrap();
         let (cfg, _) = parse(&["--earthdata-netrc", netrc_arg]);

@@ -39,6 +39,7 @@ pub(crate) async fn router(
     api: Option<IngestApi>,
     commit: Option<imerg_remote::CommitServer>,
     worker: Option<imerg_remote::WorkerServer>,
+    internal_auth: imerg_remote::InternalAuth,
 ) -> Result<(GrpcRouter, Health), ServiceError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Reflection v1 for grpcurl, and v1alpha for the tools that only ask for it (grpcui,
@@ -79,7 +80,7 @@ pub(crate) async fn router(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_optional_service(api.map(IngestApi::into_server))
-        .add_optional_service(commit.map(imerg_remote::CommitServer::into_server))
-        .add_optional_service(worker.map(imerg_remote::WorkerServer::into_server));
+        .add_optional_service(commit.map(|c| c.into_server(internal_auth.clone())))
+        .add_optional_service(worker.map(|w| w.into_server(internal_auth)));
     Ok((router, Health { reporter, served }))
 }

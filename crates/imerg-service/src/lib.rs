@@ -182,11 +182,12 @@ impl Service {
             };
             Arc::new(w) as Arc<dyn Worker>
         });
+        let internal_token = settings.internal_token.as_ref().map(|t| t.expose());
         let ingestor = if roles.drives_pipeline() {
             let worker: Arc<dyn Worker> = match (&local_worker, &settings.worker_addr) {
                 (Some(w), _) => Arc::clone(w),
                 (None, Some(addr)) => Arc::new(
-                    imerg_remote::GrpcWorker::new(addr)
+                    imerg_remote::GrpcWorker::new(addr, internal_token)
                         .map_err(|e| ServiceError::Peer(format!("--worker-addr: {e}")))?,
                 ),
                 (None, None) => return Err(ConfigError::Invalid("no worker".into()).into()),
@@ -194,7 +195,7 @@ impl Service {
             let appender: Arc<dyn Appender> = match (&committer, &settings.committer_addr) {
                 (Some((h, _)), _) => Arc::new(h.clone()),
                 (None, Some(addr)) => Arc::new(
-                    imerg_remote::GrpcAppender::new(addr)
+                    imerg_remote::GrpcAppender::new(addr, internal_token)
                         .map_err(|e| ServiceError::Peer(format!("--committer-addr: {e}")))?,
                 ),
                 (None, None) => return Err(ConfigError::Invalid("no committer".into()).into()),
@@ -364,7 +365,10 @@ impl Service {
         let worker_server = local_worker
             .as_ref()
             .map(|w| imerg_remote::WorkerServer::new(Arc::clone(w), Arc::clone(&profile)));
-        let (router, health) = grpc::router(api, commit_server, worker_server).await?;
+        let internal_auth =
+            imerg_remote::InternalAuth::new(settings.internal_token.as_ref().map(|t| t.expose()));
+        let (router, health) =
+            grpc::router(api, commit_server, worker_server, internal_auth).await?;
         let grpc_stop = CancellationToken::new();
         let mut grpc_task = tokio::spawn(router.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),

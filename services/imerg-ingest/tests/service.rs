@@ -562,18 +562,25 @@ async fn roles_in_separate_processes_talk_grpc() {
         "2022-08-08T00:00",
         "2022-08-08T03:00",
     );
-    let committer = start_with(&data, &["--roles", "committer"]);
-    let worker = start_with(&data, &["--roles", "worker"]);
+    // The roles share an internal token: they send it on every internal call and refuse calls
+    // without it.
+    let internal = ["--internal-token", "internal-s3cret"];
+    let committer = start_with(&data, &[&["--roles", "committer"][..], &internal].concat());
+    let worker = start_with(&data, &[&["--roles", "worker"][..], &internal].concat());
     let api = start_with(
         &data,
         &[
-            "--roles",
-            "api",
-            "--worker-addr",
-            &worker.grpc,
-            "--committer-addr",
-            &committer.grpc,
-        ],
+            &[
+                "--roles",
+                "api",
+                "--worker-addr",
+                &worker.grpc,
+                "--committer-addr",
+                &committer.grpc,
+            ][..],
+            &internal,
+        ]
+        .concat(),
     );
     let mut c = client(&api.grpc, Some(TOKEN)).await;
     let job = start_job(&mut c, req("2022-08-08T00:00", "2022-08-08T04:00")).await;
@@ -598,6 +605,31 @@ async fn roles_in_separate_processes_talk_grpc() {
             .unwrap_err()
             .code(),
         Code::Unimplemented
+    );
+    // Without the internal token, or with another one, the internal services refuse.
+    for token in [None, Some("guess")] {
+        use imerg_proto::internal::v1 as internal_v1;
+        let ch = tonic::transport::Endpoint::from_shared(worker.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut w = internal_v1::worker_service_client::WorkerServiceClient::new(ch);
+        let mut r = tonic::Request::new(internal_v1::VirtualizeRequest {
+            key_or_url: "GPM_L3/x".into(),
+        });
+        if let Some(t) = token {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let e = w.virtualize(r).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{token:?}: {e:?}");
+        assert!(!e.message().contains("internal-s3cret"));
+    }
+    let (_, wm) = worker.get("/metrics");
+    assert!(
+        wm.contains("imerg_unauthenticated_requests_total 2"),
+        "{wm}"
     );
     // The committer counted the commits, the worker the virtualizations.
     let (_, cm) = committer.get("/metrics");

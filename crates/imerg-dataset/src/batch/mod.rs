@@ -3,6 +3,7 @@
 //! session that `write::commit` then commits.
 
 mod plan;
+mod untrusted;
 mod write;
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use icechunk::format::manifest::Checksum;
 use imerg_catalog::ProductProfile;
 use imerg_refs::{GranuleRefs, Layout};
 
-use super::{GranuleOutcome, checksum_of, version_text};
+use super::{GranuleOutcome, checksum_of, untrusted, version_text};
 use crate::DatasetError;
 
 /// The reference the store holds at chunk `(t, 0, 0)` of the first variable: enough to tell the
@@ -73,6 +73,8 @@ impl<'a> Classified<'a> {
                         g.product, profile.id
                     ),
                 ))
+            } else if let Err((label, reason)) = untrusted::check(profile, g, chrono::Utc::now()) {
+                Some(reject(label, reason))
             } else if !g.url.starts_with(url_prefix) {
                 Some(reject(
                     "source_container",
@@ -211,7 +213,10 @@ mod tests {
 
     use chrono::{DateTime, Duration, Utc};
     use icechunk::format::manifest::SecondsSinceEpoch;
-    use imerg_refs::{ChunkRef, CoordArray, Coords, TimeCoord, VariableRefs};
+    use imerg_refs::{
+        ChunkRef, Codec, CoordArray, Coords, Endian, FillValue, TimeCoord, VariableLayout,
+        VariableRefs,
+    };
     use serde_json::{Map, json};
 
     use super::*;
@@ -223,9 +228,22 @@ mod tests {
         ProductProfile::final_v07b()
     }
 
+    /// One variable (the one the granules reference), on coordinates named `coords`.
     fn layout(coords: &str) -> Layout {
         Layout {
-            variables: vec![],
+            variables: vec![VariableLayout {
+                name: FIRST_VAR.into(),
+                dtype: "float32".into(),
+                grid: [3600, 1800],
+                chunk: [1, 145, 1800],
+                fill_value: FillValue::Float(f64::from(-9999.9f32)),
+                codecs: vec![
+                    Codec::Bytes {
+                        endian: Endian::Little,
+                    },
+                    Codec::Zlib { level: 6 },
+                ],
+            }],
             coords_digest: coords.into(),
         }
     }

@@ -248,7 +248,12 @@ impl JobManager {
                 record.start, record.end
             )));
         }
-        let range = TimeRange { start, end };
+        // An end beyond the record (for a live product: in the future) is clipped to it, so a
+        // far-future end neither inflates `expected` nor queues granules that cannot exist yet.
+        let range = TimeRange {
+            start,
+            end: end.min(record.end),
+        };
         let n = self.profile.expected_count(range);
         if n > self.max_granules {
             return Err(JobError::InvalidArgument(format!(
@@ -273,7 +278,11 @@ impl JobManager {
                 .into_iter()
                 .find(|s| s.request_id.as_deref() == Some(r))
         {
-            if s.range != range {
+            // The same request later: a live product's end was clipped to a later "now".
+            let same = s.range.start == range.start
+                && (s.range.end == range.end
+                    || (self.profile.record_end.is_none() && range.end >= s.range.end));
+            if !same {
                 return Err(JobError::InvalidArgument(format!(
                     "request_id {r:?} started job {} for another range ({} to {})",
                     s.id, s.range.start, s.range.end

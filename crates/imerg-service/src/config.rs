@@ -357,7 +357,8 @@ pub struct ServiceConfig {
     /// and a log line with the granule's key. 0 = off.
     #[arg(long, env = "IMERG_VALIDATE_SAMPLE", default_value_t = 4)]
     pub validate_sample: usize,
-    /// Expire snapshots older than this and garbage-collect (e.g. 7d). Off unless given.
+    /// Expire snapshots older than this and garbage-collect (e.g. 7d; at least 1h). Off unless
+    /// given.
     #[arg(long, env = "IMERG_SNAPSHOT_RETENTION", value_parser = humantime::parse_duration)]
     #[serde(with = "duration_text::option")]
     pub snapshot_retention: Option<Duration>,
@@ -436,6 +437,9 @@ pub struct NativeSettings {
     /// Lossy mode (None: lossless).
     pub keep_mantissa_bits: Option<u8>,
 }
+
+/// The shortest `--snapshot-retention` accepted.
+const MIN_SNAPSHOT_RETENTION: Duration = Duration::from_secs(3600);
 
 /// A token given as a value or as a file (not both), trimmed; None when absent or empty.
 fn token_from(
@@ -697,6 +701,16 @@ impl ServiceConfig {
             }),
             _ => None,
         };
+        // Expiry must not take what a reader opened a moment ago (review L7).
+        if let Some(r) = self.snapshot_retention
+            && r < MIN_SNAPSHOT_RETENTION
+        {
+            return Err(invalid(format!(
+                "--snapshot-retention {} is too short: at least 1h, so that expiry never removes \
+                 snapshots a reader opened moments ago (7d is the deployment's value)",
+                humantime::format_duration(r)
+            )));
+        }
         let committer = CommitterConfig {
             max_batch: self.batch_size,
             max_age: self.batch_age,
@@ -838,6 +852,8 @@ mod tests {
             (&["--repo", "s3://bucket"], "prefix"),
             (&["--repo", "s3:///x"], "bucket"),
             (&["--shutdown-grace", "0s"], "shutdown-grace"),
+            (&["--snapshot-retention", "0s"], "at least 1h"),
+            (&["--snapshot-retention", "59m"], "at least 1h"),
             (
                 &["--operator-token", "a", "--operator-token-file", "/x"],
                 "once",

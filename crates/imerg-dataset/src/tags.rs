@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use icechunk::Repository;
 use imerg_catalog::ProductProfile;
 
 use crate::{Dataset, DatasetError};
@@ -58,10 +57,6 @@ fn month_steps(
     let from = profile.first_index_at_or_after(start.max(record.start));
     let to = profile.first_index_at_or_after(end);
     (to > from).then_some((from, to))
-}
-
-async fn existing_tags(repo: &Repository) -> Result<BTreeSet<String>, DatasetError> {
-    repo.list_tags().await.map_err(DatasetError::ic)
 }
 
 impl Dataset {
@@ -114,7 +109,11 @@ impl Dataset {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let tags = existing_tags(self.repository()).await?;
+        let tags = self
+            .repository()
+            .list_tags()
+            .await
+            .map_err(DatasetError::ic)?;
         let candidates: Vec<_> = candidates
             .into_iter()
             .filter(|(tag, _, _)| !tags.contains(tag))

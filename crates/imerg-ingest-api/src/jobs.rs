@@ -14,6 +14,7 @@ use imerg_dataset::Dataset;
 use imerg_metrics as m;
 use imerg_pipeline::{Ingestor, Origin, Stage};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::store::JobStore;
@@ -66,10 +67,6 @@ pub struct JobStatus {
     /// The idempotency key it was started with.
     #[serde(default)]
     pub request_id: Option<String>,
-    /// Times a restart of the service resumed it (granules committed before a restart count as
-    /// present already afterwards).
-    #[serde(default)]
-    pub resumed: u32,
 }
 
 /// At most this many failures are kept per job (the count is exact).
@@ -111,7 +108,7 @@ pub struct JobManager {
     /// Where jobs are kept across restarts (None: in memory only).
     store: Option<JobStore>,
     /// Set when shutdown starts: jobs stopped from then on resume at the next start.
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    stopping: CancellationToken,
 }
 
 /// The most jobs one ListJobs page returns, and the default page size.
@@ -160,7 +157,7 @@ impl JobManager {
             jobs: Mutex::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
             store: None,
-            stopping: Arc::default(),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -341,7 +338,6 @@ impl JobManager {
             created: previous.as_ref().map_or_else(Utc::now, |p| p.created),
             finished: None,
             request_id,
-            resumed: previous.as_ref().map_or(0, |p| p.resumed.saturating_add(1)),
         };
         let (tx, _) = watch::channel(status.clone());
         let (cancel, cancel_rx) = watch::channel(false);
@@ -361,7 +357,7 @@ impl JobManager {
             self.tasks.spawn(persist(
                 store.clone(),
                 job.status.subscribe(),
-                Arc::clone(&self.stopping),
+                self.stopping.clone(),
             ));
         }
         tracing::info!(job = %id, start = %range.start, end = %range.end, expected = status.expected,
@@ -416,7 +412,7 @@ impl JobManager {
             })
             .await;
         let cancelled = *cancel.borrow();
-        if cancelled && self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if cancelled && self.stopping.is_cancelled() {
             // Stopped by shutdown, not by an operator: the record stays RUNNING (written by the
             // persist task this wakes) and the next start resumes it.
             job.status.send_modify(|_| {});
@@ -561,8 +557,7 @@ impl JobManager {
     /// Shutdown: cancels every job and waits until their granules in flight are done (the caller
     /// bounds the wait). New jobs are refused from then on.
     pub async fn drain(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping.cancel();
         self.tasks.close();
         self.cancel_all();
         self.tasks.wait().await;
@@ -587,25 +582,20 @@ fn fail(s: &mut JobStatus, key: &str, reason: &str, message: &str) {
 
 /// Writes a job's record as it changes: at once, then at most every [`SAVE_EVERY`], and its
 /// final state when it ends.
-async fn persist(
-    store: JobStore,
-    mut rx: watch::Receiver<JobStatus>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-) {
+async fn persist(store: JobStore, mut rx: watch::Receiver<JobStatus>, stopping: CancellationToken) {
     loop {
         let changed = rx.changed().await.is_ok();
         let s = rx.borrow_and_update().clone();
         if let Err(e) = store.save(&s).await {
             tracing::warn!(job = %s.id, error = %e, "could not save the job's record");
         }
-        let is_stopping = || stopping.load(std::sync::atomic::Ordering::SeqCst);
-        if !changed || s.state != JobState::Running || is_stopping() {
+        if !changed || s.state != JobState::Running || stopping.is_cancelled() {
             return;
         }
         // Shutdown cuts the pause short: the last progress is written before the process ends.
-        let pause_end = tokio::time::Instant::now() + SAVE_EVERY;
-        while !is_stopping() && tokio::time::Instant::now() < pause_end {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SAVE_EVERY) => {}
+            _ = stopping.cancelled() => {}
         }
     }
 }

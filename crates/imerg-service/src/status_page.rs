@@ -16,13 +16,7 @@ use imerg_ingest_api::{JobState, JobStatus};
 pub(crate) struct StatusCache(std::sync::RwLock<Option<Arc<Status>>>);
 
 impl StatusCache {
-    pub(crate) fn set(&self, s: Status) {
-        if let Ok(mut c) = self.0.write() {
-            *c = Some(Arc::new(s));
-        }
-    }
-
-    fn set_arc(&self, s: Arc<Status>) {
+    pub(crate) fn set(&self, s: Arc<Status>) {
         if let Ok(mut c) = self.0.write() {
             *c = Some(s);
         }
@@ -189,16 +183,15 @@ fn jobs_section(h: &mut String, jobs: &[JobStatus]) {
         .filter(|j| j.state == JobState::Running)
         .collect();
     let _ = write!(h, "<h2>Running jobs: {}</h2>", running.len());
-    let mut shown: Vec<&JobStatus> = jobs.iter().collect();
-    shown.sort_by_key(|j| std::cmp::Reverse(j.created));
-    if shown.is_empty() {
+    // `jobs` come newest first (JobManager::list).
+    if jobs.is_empty() {
         h.push_str("<p class=\"muted\">No backfill jobs in this process.</p>");
         return;
     }
     h.push_str(
         "<table><tr><th>job</th><th>range</th><th>state</th><th>done</th><th>failed</th></tr>",
     );
-    for j in shown.iter().take(10) {
+    for j in jobs.iter().take(10) {
         let done = j
             .present_already
             .saturating_add(j.committed)
@@ -253,7 +246,7 @@ pub(crate) async fn current(dataset: &Dataset, cache: &StatusCache) -> Result<Ar
         return Ok(s);
     }
     let s = Arc::new(within(dataset.status()).await?);
-    cache.set_arc(Arc::clone(&s));
+    cache.set(Arc::clone(&s));
     Ok(s)
 }
 

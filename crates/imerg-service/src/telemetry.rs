@@ -95,7 +95,7 @@ async fn refresh_gauges(dataset: Arc<Dataset>, cache: Arc<StatusCache>, stop: Ca
                 metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
                 metrics::gauge!(m::LAST_GRANULE_TIMESTAMP).set(t.timestamp() as f64);
             }
-            cache.set(st);
+            cache.set(Arc::new(st));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}

@@ -83,14 +83,6 @@ impl<'a> Classified<'a> {
                         g.url
                     ),
                 ))
-            } else if profile.start_of(g.time_index) != g.start {
-                Some(reject(
-                    "time_range",
-                    format!(
-                        "time index {} does not match start {}",
-                        g.time_index, g.start
-                    ),
-                ))
             } else {
                 match &reference {
                     Some((l, fp)) if *fp != g.fingerprint => Some(reject(

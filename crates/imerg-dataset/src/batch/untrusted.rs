@@ -3,7 +3,7 @@
 //! the granule's own layout and the product, with checked arithmetic. A granule that fails is
 //! rejected alone, with the reason; the rest of its batch lands.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use imerg_catalog::ProductProfile;
@@ -84,7 +84,7 @@ pub(crate) fn check(
         let (Some(n_lon), Some(n_lat)) = (per_dim(0), per_dim(1)) else {
             return Err(("layout", format!("{}: a chunk dimension is 0", v.name)));
         };
-        let mut seen: BTreeMap<[u64; 3], ()> = BTreeMap::new();
+        let mut seen: BTreeSet<[u64; 3]> = BTreeSet::new();
         for r in &refs.refs {
             let [t, i, j] = r.chunk;
             if t != g.time_index || i >= n_lon || j >= n_lat {
@@ -96,7 +96,7 @@ pub(crate) fn check(
                     ),
                 ));
             }
-            if seen.insert(r.chunk, ()).is_some() {
+            if !seen.insert(r.chunk) {
                 return Err((
                     "chunk_index",
                     format!("{}: chunk {:?} is referenced twice", v.name, r.chunk),

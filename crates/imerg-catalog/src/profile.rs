@@ -256,6 +256,7 @@ impl ProductProfile {
                 self.cadence_minutes
             )));
         }
+        self.validate_layout().map_err(bad)?;
         if self.versions.is_empty() {
             return Err(bad("versions lists no label".into()));
         }
@@ -303,6 +304,44 @@ impl ProductProfile {
                     previous = Some(e);
                 }
                 (None, true) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The layout's numbers are divisors and allocation sizes everywhere (`div_ceil(chunk)`,
+    /// chunks per granule): a grid of 1 to 2^20 cells a side, at least one variable, unique
+    /// names, chunks of one time step and 1 to the grid's size a side (review L16).
+    fn validate_layout(&self) -> Result<(), String> {
+        const MAX_SIDE: u64 = 1 << 20;
+        let l = &self.layout;
+        if l.group.is_empty() {
+            return Err("layout.group is empty".into());
+        }
+        for (side, n) in [("n_lon", l.grid.n_lon), ("n_lat", l.grid.n_lat)] {
+            if !(1..=MAX_SIDE).contains(&n) {
+                return Err(format!(
+                    "layout.grid.{side} must be 1 to {MAX_SIDE}, not {n}"
+                ));
+            }
+        }
+        if l.variables.is_empty() {
+            return Err("layout.variables lists no variable".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for v in &l.variables {
+            if v.name.is_empty() || !names.insert(v.name.as_str()) {
+                return Err(format!(
+                    "variable name {:?} is empty or given twice",
+                    v.name
+                ));
+            }
+            let [t, lon, lat] = v.chunk;
+            if t != 1 || !(1..=l.grid.n_lon).contains(&lon) || !(1..=l.grid.n_lat).contains(&lat) {
+                return Err(format!(
+                    "{}: chunk {:?} must be [1, 1..={}, 1..={}] (one time step, inside the grid)",
+                    v.name, v.chunk, l.grid.n_lon, l.grid.n_lat
+                ));
             }
         }
         Ok(())
@@ -581,6 +620,15 @@ impl ProductProfile {
                 self.extension
             )));
         }
+        // chrono and `u32::parse` accept spaces, one-digit fields and signs: only the one
+        // spelling this profile writes names a granule, so that no alias (or control character)
+        // reaches a key (review L5).
+        let canonical = self.file_name_with_label(start, version);
+        if name != canonical {
+            return Err(bad(format!(
+                "is not written the canonical way, {canonical:?}"
+            )));
+        }
         let time_index = self.check_start(start)?;
         Ok(GranuleId {
             product: self.id.clone(),
@@ -762,6 +810,9 @@ mod tests {
             (good.replace("1998/001", "1998/002"), "does not match the granule date"),
             (good.replace("E002959", "E003000"), "ends at 002959"),
             (good.replace(".0000.", ".0030."), "minute field"),
+            // Aliases the field parsers accept (review L5): a sign, spaces.
+            (good.replace(".0000.", ".+000."), "canonical"),
+            (good.replace("S000000", "S 00000"), "canonical"),
             (good.replace("V07B", "V06B"), "version \"V06B\""),
             (good.replace(".HDF5", ".nc4"), "extension"),
             (good.replace("S000000", "S001500").replace("E002959", "E004459").replace(".0000.", ".0015."), "cadence"),
@@ -1108,6 +1159,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cadence"), "{err}");
+        // Review L16: a zero chunk side was a division by zero later (`div_ceil(0)`).
+        for (path, value, want) in [
+            (
+                "/layout/variables/0/chunk",
+                serde_json::json!([1, 0, 1800]),
+                "chunk",
+            ),
+            (
+                "/layout/variables/0/chunk",
+                serde_json::json!([0, 145, 1800]),
+                "chunk",
+            ),
+            (
+                "/layout/variables/0/chunk",
+                serde_json::json!([1, 3601, 1800]),
+                "chunk",
+            ),
+            ("/layout/grid/n_lon", serde_json::json!(0), "n_lon"),
+            ("/layout/variables", serde_json::json!([]), "no variable"),
+            (
+                "/layout/variables/1/name",
+                serde_json::json!("precipitation"),
+                "twice",
+            ),
+        ] {
+            let mut v = base.clone();
+            *v.pointer_mut(path).unwrap() = value;
+            let err = ProductProfile::from_json(&v.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(want),
+                "{path}: {err:?} should mention {want:?}"
+            );
+        }
         for junk in [
             "",
             "null",

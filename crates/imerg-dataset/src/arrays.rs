@@ -258,7 +258,7 @@ mod tests {
         let u = TimeUnits::parse("seconds since 1980-01-06 00:00:00 UTC").unwrap();
         let raw = gunzip(&time_chunk(1, &p, &u)).unwrap();
         let first = i64::from_le_bytes(raw[..8].try_into().unwrap());
-        assert_eq!(u.to_datetime(first), p.start_of(TIME_CHUNK));
+        assert_eq!(u.to_datetime(first), Some(p.start_of(TIME_CHUNK)));
         let b = gunzip(&time_bnds_chunk(0, &p, &u)).unwrap();
         let v: Vec<i64> = b
             .chunks(8)

@@ -424,7 +424,7 @@ fn reply_all(batch: Vec<Request>, outcome: BatchOutcome, stats: &CommitterStats)
         let counter = match &o {
             GranuleOutcome::Added => &stats.granules_added,
             GranuleOutcome::Replaced { .. } => &stats.granules_replaced,
-            GranuleOutcome::Duplicate => &stats.granules_duplicate,
+            GranuleOutcome::Duplicate | GranuleOutcome::Stale { .. } => &stats.granules_duplicate,
             GranuleOutcome::Rejected(_) => &stats.granules_rejected,
         };
         counter.fetch_add(1, Ordering::Relaxed);

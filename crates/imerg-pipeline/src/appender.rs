@@ -46,6 +46,7 @@ impl Appender for CommitterHandle {
             GranuleOutcome::Added => Outcome::Added,
             GranuleOutcome::Replaced { .. } => Outcome::Replaced,
             GranuleOutcome::Duplicate => Outcome::Duplicate,
+            GranuleOutcome::Stale { .. } => Outcome::Stale,
             GranuleOutcome::Rejected(e) => {
                 return Err(IngestError::new(reason_of(e), e.to_string()));
             }

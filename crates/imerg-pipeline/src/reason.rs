@@ -63,6 +63,10 @@ labels! {
         SourceContainer => "source_container",
         /// Its time index does not match its start time.
         TimeRange => "time_range",
+        /// A chunk's position is outside the grid, off the chunk shape or given twice.
+        ChunkIndex => "chunk_index",
+        /// A chunk's byte range lies outside its object.
+        ChunkRange => "chunk_range",
         /// Another writer moved the branch during the commit: never retried blindly.
         SecondWriter => "second_writer",
         /// The committer could not commit now (repository errors, retries exhausted).
@@ -119,6 +123,8 @@ labels! {
         Replaced => "replaced",
         /// The store already held exactly this granule: nothing written.
         Duplicate => "duplicate",
+        /// An older version of the source object than the one stored: nothing written.
+        Stale => "stale",
     }
 }
 

@@ -55,9 +55,12 @@ impl TimeUnits {
         })
     }
 
-    /// The instant a stored value stands for.
-    pub fn to_datetime(&self, value: i64) -> DateTime<Utc> {
-        self.epoch + Duration::seconds(value.saturating_mul(self.seconds_per_unit))
+    /// The instant a stored value stands for, `None` when it lies outside the dates chrono can
+    /// represent (a value read from a file is untrusted: no arithmetic on it may overflow).
+    pub fn to_datetime(&self, value: i64) -> Option<DateTime<Utc>> {
+        let seconds = value.checked_mul(self.seconds_per_unit)?;
+        self.epoch
+            .checked_add_signed(Duration::try_seconds(seconds)?)
     }
 
     /// The stored value of an instant (rounded down to whole units).
@@ -78,8 +81,20 @@ mod tests {
         let t = Utc.with_ymd_and_hms(1998, 1, 1, 0, 30, 0).unwrap();
         let v = u.value_of(t);
         assert_eq!(v, 567_648_000 + 1800); // checked with Python datetime
-        assert_eq!(u.to_datetime(v), t);
+        assert_eq!(u.to_datetime(v), Some(t));
         assert!(TimeUnits::parse("fortnights since 1980-01-06").is_err());
         assert!(TimeUnits::parse("seconds after 1980").is_err());
+    }
+
+    /// Review L3: values beyond chrono's range were a panic (`epoch + Duration`).
+    #[test]
+    fn values_beyond_the_calendar_are_none_not_a_panic() {
+        let days = TimeUnits::parse("days since 1980-01-06 00:00:00 UTC").unwrap();
+        assert_eq!(days.to_datetime(i64::from(i32::MAX)), None);
+        assert_eq!(days.to_datetime(i64::MAX), None);
+        assert_eq!(days.to_datetime(i64::MIN), None);
+        let secs = TimeUnits::parse("seconds since 1980-01-06").unwrap();
+        assert_eq!(secs.to_datetime(i64::MAX), None);
+        assert!(secs.to_datetime(0).is_some());
     }
 }

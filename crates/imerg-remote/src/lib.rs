@@ -109,6 +109,7 @@ fn outcome_to_proto(o: Outcome) -> v1::Outcome {
         Outcome::Added => v1::Outcome::Added,
         Outcome::Replaced => v1::Outcome::Replaced,
         Outcome::Duplicate => v1::Outcome::Duplicate,
+        Outcome::Stale => v1::Outcome::Stale,
         _ => v1::Outcome::Unspecified,
     }
 }
@@ -118,6 +119,7 @@ fn outcome_from_proto(o: i32) -> Option<Outcome> {
         v1::Outcome::Added => Some(Outcome::Added),
         v1::Outcome::Replaced => Some(Outcome::Replaced),
         v1::Outcome::Duplicate => Some(Outcome::Duplicate),
+        v1::Outcome::Stale => Some(Outcome::Stale),
         v1::Outcome::Unspecified => None,
     }
 }

@@ -44,8 +44,27 @@ pub(crate) fn string_attr(loc: &hdf5::Location, name: &str) -> hdf5::Result<Opti
     })
 }
 
+/// The most bytes an attribute's values may take in memory. IMERG's longest attribute (the
+/// granule's `FileHeader`) is under 2 KiB; a file's dataspace and type sizes are untrusted, and
+/// their product is the buffer libhdf5 is handed (review L4).
+pub(crate) const MAX_ATTRIBUTE_BYTES: usize = 1 << 20;
+
+/// `count` elements of `width` bytes, if that fits [`MAX_ATTRIBUTE_BYTES`].
+pub(crate) fn attribute_bytes(count: usize, width: usize) -> Option<usize> {
+    count
+        .checked_mul(width.max(1))
+        .filter(|b| *b <= MAX_ATTRIBUTE_BYTES)
+}
+
 fn attr_value(attr: &hdf5::Attribute) -> hdf5::Result<Option<Value>> {
     let dtype = attr.dtype()?;
+    let (count, width) = (attr.size().max(1), dtype.size());
+    if attribute_bytes(count, width).is_none() {
+        return Err(hdf5::Error::from(format!(
+            "attribute {:?} declares {count} values of {width} bytes, over the {MAX_ATTRIBUTE_BYTES}-byte limit",
+            attr.name()
+        )));
+    }
     let scalar = attr.is_scalar() || attr.size() == 1;
     let v = match dtype.to_descriptor()? {
         TypeDescriptor::VarLenUnicode => {
@@ -104,7 +123,10 @@ fn read_fixed_strings(
     width: usize,
 ) -> hdf5::Result<Vec<String>> {
     let count = attr.size().max(1);
-    let mut buf = vec![0u8; width * count];
+    let len = attribute_bytes(count, width).ok_or_else(|| {
+        hdf5::Error::from("a fixed-string attribute over the size limit".to_string())
+    })?;
+    let mut buf = vec![0u8; len];
     hdf5::sync::sync(|| {
         // SAFETY: `buf` holds `count` elements of the attribute's own `width`-byte string type.
         let rc = unsafe { hdf5_sys::h5a::H5Aread(attr.id(), dtype.id(), buf.as_mut_ptr().cast()) };
@@ -121,4 +143,19 @@ fn read_fixed_strings(
             String::from_utf8_lossy(&c[..end]).trim_end().to_string()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review L4: `width * count` came from the file unchecked, then went to `H5Aread`.
+    #[test]
+    fn attribute_sizes_are_checked_and_capped() {
+        assert_eq!(attribute_bytes(1, 2048), Some(2048));
+        assert_eq!(attribute_bytes(4, 0), Some(4));
+        assert_eq!(attribute_bytes(1, MAX_ATTRIBUTE_BYTES + 1), None);
+        assert_eq!(attribute_bytes(1 << 44, 1 << 20), None);
+        assert_eq!(attribute_bytes(usize::MAX, 2), None);
+    }
 }

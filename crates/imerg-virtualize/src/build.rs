@@ -244,6 +244,7 @@ fn read_variable(
 
     let stored = ds.chunks()?;
     let mut refs = Vec::with_capacity(stored.len());
+    let mut seen = std::collections::BTreeSet::new();
     for ci in stored {
         if ci.filter_mask != 0 {
             return Err(VirtualizeError::FilterMaskSkips {
@@ -264,11 +265,24 @@ fn read_variable(
                 size: file_size,
             });
         }
-        let idx = |d: usize| {
-            ci.offset.get(d).copied().unwrap_or(0) / spec.chunk.get(d).copied().unwrap_or(1).max(1)
-        };
+        let chunk_pos = chunk_position(&ci.offset, &grid, &spec.chunk).map_err(|reason| {
+            VirtualizeError::ChunkIndex {
+                key: key.into(),
+                variable: name.into(),
+                offset: ci.offset.clone(),
+                reason,
+            }
+        })?;
+        if !seen.insert(chunk_pos) {
+            return Err(VirtualizeError::ChunkIndex {
+                key: key.into(),
+                variable: name.into(),
+                offset: ci.offset.clone(),
+                reason: "is stored twice".into(),
+            });
+        }
         refs.push(ChunkRef {
-            chunk: [time_index, idx(1), idx(2)],
+            chunk: [time_index, chunk_pos[0], chunk_pos[1]],
             offset: ci.addr,
             length: ci.size,
         });
@@ -282,6 +296,31 @@ fn read_variable(
         codecs,
     };
     Ok((layout, attributes, refs))
+}
+
+/// The `(lon, lat)` chunk index of a chunk stored at element offset `offset` (`time, lon, lat`)
+/// of a `grid`-sized granule chunked `chunk`: the offset must be the granule's only time step,
+/// a multiple of the chunk shape and inside the grid (a corrupt or crafted chunk index would
+/// otherwise overwrite another chunk's reference or fail the whole commit, review M6).
+fn chunk_position(offset: &[u64], grid: &[u64; 2], chunk: &[u64; 3]) -> Result<[u64; 2], String> {
+    let [t, lon, lat] = offset[..] else {
+        return Err(format!("has {} dimensions, expected 3", offset.len()));
+    };
+    if t != 0 {
+        return Err("is not at the granule's one time step".into());
+    }
+    let mut pos = [0; 2];
+    for (d, (o, n)) in [lon, lat].into_iter().zip(grid).enumerate() {
+        let c = chunk[d + 1];
+        if c == 0 || o % c != 0 {
+            return Err(format!("is not on the chunk shape {chunk:?}"));
+        }
+        if o >= *n {
+            return Err(format!("is outside the {} x {} grid", grid[0], grid[1]));
+        }
+        pos[d] = o / c;
+    }
+    Ok(pos)
 }
 
 fn read_f32_coord(
@@ -374,7 +413,11 @@ fn read_coords(
         .string_attr("calendar")?
         .unwrap_or_else(|| "standard".into());
     let parsed = TimeUnits::parse(&units).map_err(|e| terr(e.to_string()))?;
-    let t = parsed.to_datetime(value);
+    let Some(t) = parsed.to_datetime(value) else {
+        return Err(terr(format!(
+            "value {value} ({units}) is outside the dates this reader can represent"
+        )));
+    };
     if t != id.start {
         return Err(terr(format!(
             "value {value} ({units}) is {t}, but the granule's name says it starts at {}",

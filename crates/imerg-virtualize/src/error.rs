@@ -60,6 +60,13 @@ pub enum VirtualizeError {
         end: u64,
         size: u64,
     },
+    #[error("{key}: {variable}: chunk at {offset:?} {reason}")]
+    ChunkIndex {
+        key: String,
+        variable: String,
+        offset: Vec<u64>,
+        reason: String,
+    },
     #[error("{key}: time: {reason}")]
     Time { key: String, reason: String },
     #[error("{key}: coordinate {name}: {reason}")]
@@ -114,6 +121,7 @@ impl VirtualizeError {
             Self::UnsupportedFilter { .. } | Self::Fletcher32 { .. } => "unsupported_filter",
             Self::FilterMaskSkips { .. } => "filter_mask",
             Self::ChunkOutsideFile { .. } => "truncated",
+            Self::ChunkIndex { .. } => "chunk_index",
             Self::Time { .. } | Self::Coordinate { .. } => "coordinates",
             Self::Hdf5 { .. } => "hdf5",
             Self::TooScattered { .. } => "too_scattered",

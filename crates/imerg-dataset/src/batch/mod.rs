@@ -30,6 +30,9 @@ pub enum GranuleOutcome {
     Replaced { previous: String },
     /// Already present with the same references: nothing written.
     Duplicate,
+    /// An older version of the source object than the one stored (by last-modified time):
+    /// nothing written, the store keeps the newer one. `stored` names it.
+    Stale { stored: String },
     /// Not written; the reason says why.
     Rejected(DatasetError),
 }
@@ -40,6 +43,7 @@ impl GranuleOutcome {
             Self::Added => "added",
             Self::Replaced { .. } => "replaced",
             Self::Duplicate => "duplicate",
+            Self::Stale { .. } => "stale",
             Self::Rejected(_) => "rejected",
         }
     }
@@ -143,16 +147,20 @@ pub(crate) async fn prepare(
 
     let old_len = store_io::time_len(&store, profile).await?;
     let presence = Presence::read(&store, classified.time_indices()).await?;
-    let first_var = &profile
+    let first_spec = profile
         .layout
         .variables
         .first()
-        .ok_or_else(|| DatasetError::Config("profile has no variables".into()))?
-        .name;
+        .ok_or_else(|| DatasetError::Config("profile has no variables".into()))?;
+    let first_var = &first_spec.name;
     let first_path = store_io::array_path(first_var)?;
+    let grid = (
+        profile.layout.grid.n_lon.div_ceil(first_spec.chunk[1]),
+        profile.layout.grid.n_lat.div_ceil(first_spec.chunk[2]),
+    );
     let mut stored = BTreeMap::new();
     for t in classified.time_indices().filter(|t| presence.contains(*t)) {
-        stored.insert(t, stored_ref(&store, &first_path, t).await?);
+        stored.insert(t, stored_ref(&store, &first_path, t, grid).await?);
     }
     let plan = classified.diff(first_var, old_len, &stored);
     if plan.to_write.is_empty() {
@@ -180,26 +188,47 @@ pub(crate) async fn prepare(
     })
 }
 
-/// The reference at chunk `(t, 0, 0)` of the array at `path`, if it is a virtual one.
+/// The references of time step `t` of the array at `path`, whose chunk grid is
+/// `n_lon` x `n_lat`; `None` if none is virtual.
 async fn stored_ref(
     store: &Store,
     path: &icechunk::format::Path,
     t: u64,
+    (n_lon, n_lat): (u64, u64),
 ) -> Result<Option<StoredRef>, DatasetError> {
-    let payload = {
-        let session = store.session();
-        let s = session.read().await;
-        s.get_chunk_ref(path, &ChunkIndices(vec![t as u32, 0, 0]))
-            .await
-            .map_err(DatasetError::ic)?
-    };
-    Ok(match payload {
-        Some(ChunkPayload::Virtual(r)) => Some(StoredRef {
-            url: r.location.url().to_string(),
-            offset: r.offset,
-            length: r.length,
-            checksum: r.checksum,
-        }),
-        _ => None,
-    })
+    let t = u32::try_from(t).map_err(|_| DatasetError::Inconsistent(format!("time index {t}")))?;
+    let session = store.session();
+    let s = session.read().await;
+    let mut found: Option<StoredRef> = None;
+    let mut mixed = false;
+    for i in 0..n_lon {
+        for j in 0..n_lat {
+            let idx = ChunkIndices(vec![t, i as u32, j as u32]);
+            match s
+                .get_chunk_ref(path, &idx)
+                .await
+                .map_err(DatasetError::ic)?
+            {
+                Some(ChunkPayload::Virtual(r)) => {
+                    let url = r.location.url().to_string();
+                    let entry = found.get_or_insert_with(|| StoredRef {
+                        url: url.clone(),
+                        ranges: BTreeMap::new(),
+                        mixed: false,
+                        checksum: r.checksum.clone(),
+                    });
+                    mixed |= entry.url != url || entry.checksum != r.checksum;
+                    entry.ranges.insert([i, j], (r.offset, r.length));
+                }
+                // A chunk a granule did not store (all fill) is absent; any other payload means
+                // the step was not written by this service from one object.
+                None => {}
+                Some(_) => mixed = true,
+            }
+        }
+    }
+    Ok(found.map(|mut r| {
+        r.mixed = mixed;
+        r
+    }))
 }

@@ -11,14 +11,24 @@ use imerg_refs::{GranuleRefs, Layout};
 use super::{GranuleOutcome, checksum_of, untrusted, version_text};
 use crate::DatasetError;
 
-/// The reference the store holds at chunk `(t, 0, 0)` of the first variable: enough to tell the
-/// same source version from a replaced one.
+/// The references the store holds for one time step of the first variable: enough to tell the
+/// same source version from a replaced one (every chunk is compared, not one: a rewrite within
+/// the same second that moves other chunks is a new version, review L6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredRef {
+    /// The object the first reference found points at.
     pub url: String,
-    pub offset: u64,
-    pub length: u64,
+    /// Per chunk `(lon, lat)`: offset and length; every reference points at `url`.
+    pub ranges: BTreeMap<[u64; 2], (u64, u64)>,
+    /// True if some chunk holds no virtual reference, or a reference to another object.
+    pub mixed: bool,
     pub checksum: Option<Checksum>,
+}
+
+/// Which of two versions of a source object is newer, when their checksums say so: only
+/// last-modified times are ordered (ETags are not).
+fn older(a: &Option<Checksum>, b: &Option<Checksum>) -> bool {
+    matches!((a, b), (Some(Checksum::LastModified(x)), Some(Checksum::LastModified(y))) if x.0 < y.0)
 }
 
 /// The first step of a plan: every granule checked against the dataset on its own, the accepted
@@ -83,6 +93,15 @@ impl<'a> Classified<'a> {
                         g.url
                     ),
                 ))
+            } else if let Err(e) =
+                icechunk::format::manifest::VirtualChunkLocation::from_url(&g.url)
+            {
+                // Found here, not while writing: a write-time error would fail the whole batch
+                // (review M6).
+                Some(reject(
+                    "source_container",
+                    format!("{} is not a usable reference URL: {e}", g.url),
+                ))
             } else {
                 match &reference {
                     Some((l, fp)) if *fp != g.fingerprint => Some(reject(
@@ -101,12 +120,32 @@ impl<'a> Classified<'a> {
             };
             match outcome {
                 Some(o) => outcomes.push((g.key.clone(), o)),
-                None => {
-                    outcomes.push((g.key.clone(), GranuleOutcome::Added));
-                    if let Some(prev) = accepted.insert(g.time_index, n) {
-                        outcomes[prev].1 = GranuleOutcome::Duplicate;
+                None => match accepted.get(&g.time_index).copied() {
+                    // Two versions of one granule in a batch: the newer source version wins
+                    // (review M2), else the later in the batch.
+                    Some(prev) if older(&checksum_of(g), &checksum_of(&granules[prev])) => {
+                        outcomes.push((
+                            g.key.clone(),
+                            GranuleOutcome::Stale {
+                                stored: version_text(&checksum_of(&granules[prev])),
+                            },
+                        ));
                     }
-                }
+                    prev => {
+                        outcomes.push((g.key.clone(), GranuleOutcome::Added));
+                        accepted.insert(g.time_index, n);
+                        if let Some(prev) = prev {
+                            outcomes[prev].1 =
+                                if older(&checksum_of(&granules[prev]), &checksum_of(g)) {
+                                    GranuleOutcome::Stale {
+                                        stored: version_text(&checksum_of(g)),
+                                    }
+                                } else {
+                                    GranuleOutcome::Duplicate
+                                };
+                        }
+                    }
+                },
             }
         }
         for (key, o) in &outcomes {
@@ -161,20 +200,37 @@ impl<'a> Classified<'a> {
                 to_write.push(n);
                 continue;
             };
-            let first_ref = g
-                .variables
-                .get(first_var)
-                .and_then(|v| v.refs.iter().find(|r| r.chunk[1] == 0 && r.chunk[2] == 0));
             let new_checksum = checksum_of(g);
-            let same = match (existing, first_ref) {
-                (Some(r), Some(fr)) => {
-                    r.url == g.url
-                        && r.offset == fr.offset
-                        && r.length == fr.length
-                        && r.checksum == new_checksum
+            let same = match existing {
+                Some(r) => {
+                    let ranges: BTreeMap<[u64; 2], (u64, u64)> = g
+                        .variables
+                        .get(first_var)
+                        .map(|v| {
+                            v.refs
+                                .iter()
+                                .map(|c| ([c.chunk[1], c.chunk[2]], (c.offset, c.length)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    !r.mixed && r.url == g.url && r.ranges == ranges && r.checksum == new_checksum
                 }
-                _ => false,
+                None => false,
             };
+            if let Some(r) = existing
+                .as_ref()
+                .filter(|r| older(&new_checksum, &r.checksum))
+            {
+                // An older version of the object than the one stored (a slow fetch, a
+                // redelivered message): the store keeps the newer one (review M2).
+                let stored = format!("{} ({})", r.url, version_text(&r.checksum));
+                tracing::warn!(
+                    key = %g.key, %stored, given = %version_text(&new_checksum),
+                    "an older version of a stored granule: kept the stored one"
+                );
+                outcomes[n].1 = GranuleOutcome::Stale { stored };
+                continue;
+            }
             if same {
                 outcomes[n].1 = GranuleOutcome::Duplicate;
             } else {
@@ -307,11 +363,14 @@ mod tests {
 
     /// What the store holds after `g` was written.
     fn stored(g: &GranuleRefs) -> Option<StoredRef> {
-        let r = g.variables[FIRST_VAR].refs[0];
         Some(StoredRef {
             url: g.url.clone(),
-            offset: r.offset,
-            length: r.length,
+            ranges: g.variables[FIRST_VAR]
+                .refs
+                .iter()
+                .map(|r| ([r.chunk[1], r.chunk[2]], (r.offset, r.length)))
+                .collect(),
+            mixed: false,
             checksum: checksum_of(g),
         })
     }
@@ -410,6 +469,78 @@ mod tests {
         let mut moved = granule(4, 100);
         moved.url = format!("{PREFIX}elsewhere/{}", moved.key);
         let p = plan(Some(&old.layout), &[moved], 5, &[(4, stored(&old))]);
+        assert_eq!(labels(&p.outcomes), ["replaced"]);
+    }
+
+    /// Review M2: an older fetch committed after a newer one re-pointed the granule to stale
+    /// references. Now the store keeps the newer version, across batches and within one.
+    #[test]
+    fn an_older_source_version_never_replaces_a_newer_one() {
+        let mut newer = granule(4, 300);
+        newer.last_modified = Some(modified() + Duration::seconds(10));
+        let older = granule(4, 100);
+        let p = plan(
+            Some(&older.layout),
+            std::slice::from_ref(&older),
+            5,
+            &[(4, stored(&newer))],
+        );
+        assert_eq!(labels(&p.outcomes), ["stale"]);
+        assert!(p.to_write.is_empty());
+        let GranuleOutcome::Stale { stored: text } = &p.outcomes[0].1 else {
+            unreachable!()
+        };
+        let secs = modified().timestamp() + 10;
+        assert_eq!(text, &format!("{} (last-modified {secs})", newer.url));
+
+        // Both in one batch, the older one last: the newer is written.
+        let p = plan(Some(&older.layout), &[newer.clone(), older.clone()], 5, &[]);
+        assert_eq!(labels(&p.outcomes), ["added", "stale"]);
+        assert_eq!(p.to_write, [0]);
+        // The older one first: the newer still wins.
+        let p = plan(Some(&older.layout), &[older.clone(), newer.clone()], 5, &[]);
+        assert_eq!(labels(&p.outcomes), ["stale", "added"]);
+        assert_eq!(p.to_write, [1]);
+
+        // ETags have no order: another ETag replaces.
+        let (mut a, mut b) = (granule(4, 100), granule(4, 300));
+        (a.last_modified, b.last_modified) = (None, None);
+        (a.etag, b.etag) = (Some("\"a\"".into()), Some("\"b\"".into()));
+        let l = a.layout.clone();
+        let p = plan(Some(&l), &[a], 5, &[(4, stored(&b))]);
+        assert_eq!(labels(&p.outcomes), ["replaced"]);
+    }
+
+    /// Review L6: "same" compared chunk (t, 0, 0) only, so a rewrite within the same second
+    /// that moved the other chunks was taken for a duplicate.
+    #[test]
+    fn a_rewrite_in_the_same_second_that_moves_any_chunk_is_replaced() {
+        let mut two = granule(4, 100);
+        two.variables
+            .get_mut(FIRST_VAR)
+            .unwrap()
+            .refs
+            .push(ChunkRef {
+                chunk: [4, 1, 0],
+                offset: 200,
+                length: 50,
+            });
+        let mut moved = two.clone();
+        moved.variables.get_mut(FIRST_VAR).unwrap().refs[1].offset = 400;
+        let p = plan(Some(&two.layout), &[moved], 5, &[(4, stored(&two))]);
+        assert_eq!(labels(&p.outcomes), ["replaced"]);
+        let p = plan(
+            Some(&two.layout),
+            std::slice::from_ref(&two),
+            5,
+            &[(4, stored(&two))],
+        );
+        assert_eq!(labels(&p.outcomes), ["duplicate"]);
+        // A step whose references do not all point at one object is never "the same".
+        let mut mixed = stored(&two);
+        mixed.as_mut().unwrap().mixed = true;
+        let l = two.layout.clone();
+        let p = plan(Some(&l), &[two], 5, &[(4, mixed)]);
         assert_eq!(labels(&p.outcomes), ["replaced"]);
     }
 

@@ -67,6 +67,9 @@ labels! {
         ChunkIndex => "chunk_index",
         /// A chunk's byte range lies outside its object.
         ChunkRange => "chunk_range",
+        /// The file names data outside itself: external storage, an external or soft link, a
+        /// virtual dataset.
+        ExternalData => "external_data",
         /// Another writer moved the branch during the commit: never retried blindly.
         SecondWriter => "second_writer",
         /// The committer could not commit now (repository errors, retries exhausted).

@@ -298,6 +298,43 @@ fn read_variable(
     Ok((layout, attributes, refs))
 }
 
+/// Slack for a compressed chunk over its raw size: deflate's worst case adds 5 bytes per 16 KiB
+/// block plus a few bytes of header.
+const COMPRESSED_SLACK: u64 = 1024;
+
+/// A coordinate's storage, checked before libhdf5 reads it (review H2): contiguous, compact, or
+/// chunked through shuffle and deflate only, with no stored chunk larger than its raw size (plus
+/// deflate's overhead). A deflate stream inflates at most about 1032:1, so this bounds what
+/// libhdf5's filter allocates for a crafted chunk (a bomb) to about a thousand times the chunk,
+/// instead of what the stream holds. `width` is the element size in bytes.
+fn bounded_storage(ds: &dyn VariableSource, width: u64) -> Result<(), String> {
+    let chunk = match ds.storage() {
+        Storage::Chunked(chunk) => chunk,
+        Storage::NotChunked("Contiguous" | "Compact") => return Ok(()),
+        Storage::NotChunked(found) => return Err(format!("storage layout is {found}")),
+    };
+    for f in ds.filters() {
+        if !matches!(f, FilterInfo::Shuffle | FilterInfo::Deflate(_)) {
+            return Err(format!(
+                "filter {f:?} on a coordinate (only shuffle and deflate)"
+            ));
+        }
+    }
+    let raw = chunk
+        .iter()
+        .try_fold(width, |n, c| n.checked_mul(*c))
+        .and_then(|n| n.checked_add(COMPRESSED_SLACK))
+        .ok_or_else(|| format!("chunk shape {chunk:?} is too large"))?;
+    let stored = ds.chunks().map_err(|e| e.to_string())?;
+    match stored.iter().find(|c| c.size > raw) {
+        Some(c) => Err(format!(
+            "a stored chunk of {} bytes exceeds the {raw} bytes its {chunk:?} values can take",
+            c.size
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The `(lon, lat)` chunk index of a chunk stored at element offset `offset` (`time, lon, lat`)
 /// of a `grid`-sized granule chunked `chunk`: the offset must be the granule's only time step,
 /// a multiple of the chunk shape and inside the grid (a corrupt or crafted chunk index would
@@ -346,6 +383,7 @@ fn read_f32_coord(
     if !dtype.is_f32 {
         return Err(cerr(format!("dtype is {}, expected float32", dtype.desc)));
     }
+    bounded_storage(&*ds, 4).map_err(cerr)?;
     let values = ds.read_f32()?;
     let attributes = ds.attributes()?;
     Ok(CoordArray {
@@ -394,6 +432,9 @@ fn read_coords(
             "time_bnds shape is {:?}, expected [1, 2]",
             bds.shape()
         )));
+    }
+    for ds in [&tds, &bds] {
+        bounded_storage(&**ds, 8).map_err(&terr)?;
     }
     let values = tds.read_i64()?;
     let [value] = values[..] else {

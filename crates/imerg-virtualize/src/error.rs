@@ -67,6 +67,12 @@ pub enum VirtualizeError {
         offset: Vec<u64>,
         reason: String,
     },
+    #[error("{key}: {name} is {what}: a granule's data must be stored inside it")]
+    ExternalData {
+        key: String,
+        name: String,
+        what: String,
+    },
     #[error("{key}: time: {reason}")]
     Time { key: String, reason: String },
     #[error("{key}: coordinate {name}: {reason}")]
@@ -122,6 +128,7 @@ impl VirtualizeError {
             Self::FilterMaskSkips { .. } => "filter_mask",
             Self::ChunkOutsideFile { .. } => "truncated",
             Self::ChunkIndex { .. } => "chunk_index",
+            Self::ExternalData { .. } => "external_data",
             Self::Time { .. } | Self::Coordinate { .. } => "coordinates",
             Self::Hdf5 { .. } => "hdf5",
             Self::TooScattered { .. } => "too_scattered",

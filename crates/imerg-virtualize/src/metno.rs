@@ -42,11 +42,56 @@ pub(crate) struct MetnoGranule<'a> {
     pub key: &'a str,
 }
 
+/// Refuses `name` in `parent` unless it is a hard link, before anything follows it: a soft link
+/// can alias another object, and an external link opens another file, which a granule has no
+/// business naming (review M1).
+fn hard_link_only(parent: &hdf5::Group, key: &str, name: &str) -> Result<(), VirtualizeError> {
+    let mut kind = None;
+    parent
+        .iter_visit_default(|n, info| {
+            if n == name {
+                kind = Some(info.link_type);
+            }
+            Ok(())
+        })
+        .map_err(h5err(key, name))?;
+    match kind {
+        Some(hdf5::LinkType::Hard) | None => Ok(()),
+        Some(other) => Err(VirtualizeError::ExternalData {
+            key: key.into(),
+            name: name.into(),
+            what: match other {
+                hdf5::LinkType::Soft => "a soft link".into(),
+                _ => "an external link".into(),
+            },
+        }),
+    }
+}
+
+/// Refuses a dataset whose values live outside the granule: HDF5 external storage reads any
+/// path it names, and a virtual dataset maps other files (review M1).
+fn stored_inside(ds: &hdf5::Dataset, key: &str, name: &str) -> Result<(), VirtualizeError> {
+    let dcpl = ds.dcpl().map_err(h5err(key, name))?;
+    let what = if !dcpl.external().is_empty() {
+        "external storage"
+    } else if dcpl.layout() == hdf5::plist::dataset_create::Layout::Virtual {
+        "a virtual dataset"
+    } else {
+        return Ok(());
+    };
+    Err(VirtualizeError::ExternalData {
+        key: key.into(),
+        name: name.into(),
+        what: what.into(),
+    })
+}
+
 impl GranuleSource for MetnoGranule<'_> {
     fn group(&self, name: &str) -> Result<Option<Box<dyn GroupSource + '_>>, VirtualizeError> {
         if !self.file.link_exists(name) {
             return Ok(None);
         }
+        hard_link_only(self.file, self.key, name)?;
         let group = self.file.group(name).map_err(h5err(self.key, name))?;
         Ok(Some(Box::new(MetnoGroup {
             group,
@@ -66,7 +111,9 @@ impl GroupSource for MetnoGroup<'_> {
     }
 
     fn dataset(&self, name: &str) -> Result<Box<dyn VariableSource + '_>, VirtualizeError> {
+        hard_link_only(&self.group, self.key, name)?;
         let ds = self.group.dataset(name).map_err(h5err(self.key, name))?;
+        stored_inside(&ds, self.key, name)?;
         Ok(Box::new(MetnoVar {
             ds,
             key: self.key,

@@ -1,8 +1,9 @@
 //! The single-writer commit service: takes granules from a bounded channel, batches them by count
 //! and age, applies each batch in one commit, and tells every waiting caller only once the commit
-//! holding its granule is durable. Failed commits are retried on a fresh session; before a retry
-//! the branch's recent history is searched for the batch id, since an ambiguous failure may have
-//! landed. A conflict means a second writer and fails the batch loudly.
+//! holding its granule is durable. Failed commits are retried on a fresh session; first the
+//! branch's recent history is searched for the batch id, since an ambiguous failure may have
+//! landed (its callers then get what the plan said). A conflict, or a branch tip that is not the
+//! one this committer left, means a second writer and fails the batch loudly.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,6 +183,8 @@ async fn run(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not tag completed months"),
     }
+    // The branch tip this committer expects before each batch (see `commit_with_retries`).
+    let mut tip = dataset.branch_tip().await.ok();
     while !closed {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -205,7 +208,7 @@ async fn run(
                 _ = tokio::time::sleep_until(idle) => break,
             }
         }
-        let written = commit(&dataset, &cfg, batch, &stats).await;
+        let written = commit(&dataset, &cfg, batch, &stats, &mut tip).await;
         if cfg.validate_sample > 0 && !written.is_empty() {
             validate_in_background(&dataset, &written, cfg.validate_sample, &validating);
         }
@@ -228,11 +231,12 @@ async fn commit(
     cfg: &CommitterConfig,
     batch: Vec<Request>,
     stats: &CommitterStats,
+    tip: &mut Option<String>,
 ) -> Vec<GranuleRefs> {
     let batch_id = uuid::Uuid::new_v4().to_string();
     let granules: Vec<GranuleRefs> = batch.iter().map(|r| r.granule.clone()).collect();
     let span = tracing::info_span!("commit", %batch_id, granules = granules.len());
-    let written = commit_with_retries(dataset, cfg, batch, stats, batch_id, &granules)
+    let written = commit_with_retries(dataset, cfg, batch, stats, batch_id, &granules, tip)
         .instrument(span)
         .await;
     granules
@@ -316,79 +320,119 @@ async fn commit_with_retries(
     stats: &CommitterStats,
     batch_id: String,
     granules: &[GranuleRefs],
+    tip: &mut Option<String>,
 ) -> Vec<bool> {
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    let mut landed: Option<String> = None;
-    let mut last_err = DatasetError::Shutdown;
-    for attempt in 1..=cfg.commit_attempts.max(1) {
-        let started = std::time::Instant::now();
-        match dataset.commit_batch(granules, &batch_id).await {
-            Ok(mut outcome) => {
-                if let Some(snapshot) = landed.take() {
-                    // The earlier "failed" attempt had landed; this pass found its granules present.
-                    outcome.snapshot = snapshot;
-                    outcome.committed = true;
-                }
-                if outcome.committed {
-                    stats.commits.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::COMMITS).increment(1);
-                    metrics::gauge!(m::LAST_COMMIT_TIMESTAMP)
-                        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                    metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-                    metrics::histogram!(m::BATCH_GRANULES).record(granules.len() as f64);
-                }
-                tracing::info!(
-                    snapshot = %outcome.snapshot,
-                    committed = outcome.committed,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "batch durable"
-                );
-                let written: Vec<bool> = outcome
-                    .outcomes
-                    .iter()
-                    .map(|(_, o)| {
-                        matches!(o, GranuleOutcome::Added | GranuleOutcome::Replaced { .. })
-                    })
-                    .collect();
-                let tag_at = outcome.committed.then(|| outcome.snapshot.clone());
-                reply_all(batch, outcome, stats);
-                if let Some(snapshot) = tag_at {
-                    tag_months(dataset, granules, &written, &snapshot).await;
-                }
-                return written;
-            }
-            Err(e @ DatasetError::SecondWriter { .. }) => {
-                stats.second_writer.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::SECOND_WRITER).increment(1);
-                tracing::error!(error = %e, "SECOND WRITER DETECTED: batch not committed");
+    // The branch tip this process left: anything else there means another writer committed
+    // between two batches, which a commit's own conflict check cannot see (review M5b).
+    if let Some(expected) = tip.clone() {
+        match dataset.branch_tip().await {
+            Ok(actual) if actual != expected => {
+                let e = DatasetError::SecondWriter {
+                    branch: dataset.config().branch.clone(),
+                    expected,
+                    actual: actual.clone(),
+                };
+                second_writer(stats, &e);
+                *tip = Some(actual);
                 fail_all(batch, &e);
                 return Vec::new();
             }
-            Err(e) => {
-                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::COMMIT_FAILURES).increment(1);
-                tracing::warn!(attempt, error = %e, "commit failed");
-                match dataset.find_batch(&batch_id, 64).await {
-                    Ok(Some(snapshot)) => {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the branch tip before a batch"),
+        }
+    }
+    let mut last_err = DatasetError::Shutdown;
+    for attempt in 1..=cfg.commit_attempts.max(1) {
+        let started = std::time::Instant::now();
+        let result = match dataset.prepare_batch(granules, &batch_id).await {
+            Ok(prepared) => {
+                let planned = prepared.outcomes.clone();
+                dataset
+                    .commit_prepared(prepared)
+                    .await
+                    .map_err(|e| (e, Some(planned)))
+            }
+            Err(e) => Err((e, None)),
+        };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err((e, planned)) => {
+                // The commit may have landed although it failed (a response lost after S3
+                // applied the write, whose retry then conflicts with our own new snapshot):
+                // the batch id in the branch's history says so. Then its callers get what the
+                // plan said, neither a failure nor a second-writer alarm (review M5c, L14).
+                let found = match planned {
+                    Some(_) => dataset.find_batch(&batch_id, 64).await,
+                    None => Ok(None),
+                };
+                match (found, planned) {
+                    (Ok(Some(snapshot)), Some(outcomes)) => {
                         stats.ambiguous_landed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%snapshot, "the failed commit had landed; not committing again");
-                        landed = Some(snapshot);
+                        tracing::warn!(%snapshot, error = %e, "the failed commit had landed");
+                        BatchOutcome {
+                            batch_id: batch_id.clone(),
+                            snapshot,
+                            committed: true,
+                            outcomes,
+                        }
                     }
-                    Ok(None) => {}
-                    Err(fe) => {
-                        tracing::warn!(error = %fe, "could not search history for the batch")
+                    (found, _) => {
+                        if let Err(fe) = found {
+                            tracing::warn!(error = %fe, "could not search history for the batch");
+                        }
+                        if matches!(e, DatasetError::SecondWriter { .. }) {
+                            second_writer(stats, &e);
+                            fail_all(batch, &e);
+                            return Vec::new();
+                        }
+                        stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(m::COMMIT_FAILURES).increment(1);
+                        tracing::warn!(attempt, error = %e, "commit failed");
+                        last_err = e;
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
                     }
-                }
-                last_err = e;
-                if landed.is_none() {
-                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
+        };
+        if outcome.committed {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::COMMITS).increment(1);
+            metrics::gauge!(m::LAST_COMMIT_TIMESTAMP)
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::BATCH_GRANULES).record(granules.len() as f64);
         }
+        tracing::info!(
+            snapshot = %outcome.snapshot,
+            committed = outcome.committed,
+            seconds = started.elapsed().as_secs_f64(),
+            "batch durable"
+        );
+        *tip = Some(outcome.snapshot.clone());
+        let written: Vec<bool> = outcome
+            .outcomes
+            .iter()
+            .map(|(_, o)| matches!(o, GranuleOutcome::Added | GranuleOutcome::Replaced { .. }))
+            .collect();
+        let tag_at = outcome.committed.then(|| outcome.snapshot.clone());
+        reply_all(batch, outcome, stats);
+        if let Some(snapshot) = tag_at {
+            tag_months(dataset, granules, &written, &snapshot).await;
+        }
+        return written;
     }
     tracing::error!(error = %last_err, "batch failed after retries");
     fail_all(batch, &last_err);
     Vec::new()
+}
+
+/// Counts and reports a second writer.
+fn second_writer(stats: &CommitterStats, e: &DatasetError) {
+    stats.second_writer.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::SECOND_WRITER).increment(1);
+    tracing::error!(error = %e, "SECOND WRITER DETECTED: batch not committed");
 }
 
 /// Tags the months the batch completed (after the replies: tagging never delays an ack). A

@@ -21,6 +21,12 @@ use crate::DatasetError;
 /// limit, so splits are sized with 20.
 pub const BYTES_PER_REF: u64 = 20;
 
+/// The one-writer lock of a local repository (see [`RepoLocation::lock_writer`]).
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
 /// Where the Icechunk repository is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepoLocation {
@@ -53,6 +59,42 @@ impl RepoLocation {
             },
             Ok(Location::Local(p)) => Self::Local(p),
             Err(_) => Self::Local(PathBuf::from(s)),
+        }
+    }
+
+    /// Takes the one-writer lock of a local repository: an exclusive lock on the file
+    /// `<repo>.writer.lock` beside it, held until the returned value is dropped (the OS drops
+    /// it when the process dies, even by SIGKILL). Icechunk's local storage has no conditional
+    /// writes, so two committers on one directory would both pass its conflict check and the
+    /// second would silently replace the first's commit (review M5a). S3 needs no lock: its
+    /// conditional writes turn a second writer into a conflict. `Ok(None)` there.
+    pub fn lock_writer(&self) -> Result<Option<WriterLock>, DatasetError> {
+        let Self::Local(dir) = self else {
+            return Ok(None);
+        };
+        let mut name = dir.as_os_str().to_owned();
+        name.push(".writer.lock");
+        let path = PathBuf::from(name);
+        let io = |e: std::io::Error| {
+            DatasetError::Config(format!("cannot lock {}: {e}", path.display()))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(WriterLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(DatasetError::Config(format!(
+                "another process writes to the repository {} (it holds {}): one writer per repository",
+                dir.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
     }
 

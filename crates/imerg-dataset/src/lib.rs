@@ -30,6 +30,7 @@ pub use committer::{
 pub use config::{
     BYTES_PER_REF, DEFAULT_MANIFEST_CACHE_REFS, DEFAULT_MANIFEST_MAX_BYTES,
     DEFAULT_SNAPSHOT_CACHE_NODES, DatasetConfig, RepoLocation, SourceContainer, SourceKind,
+    WriterLock,
 };
 pub use dataset::Dataset;
 pub use error::DatasetError;

@@ -414,6 +414,70 @@ async fn a_second_writer_is_detected_and_nothing_is_overwritten() {
     assert_eq!(a.find_batch("from-a", 5).await.unwrap(), None);
 }
 
+/// Review M5b: another writer that commits between two of the committer's batches was never
+/// seen (each batch starts on whatever the tip is). Now the committer compares the tip with the
+/// one it left: the next batch fails as a second writer, loudly, and the one after goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_between_two_batches_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let g: Vec<_> = ["00:00", "00:30", "01:00", "01:30"]
+        .iter()
+        .map(|t| {
+            granule(
+                &src,
+                &format!("2024-02-03T{t}:00Z"),
+                &SynthOptions::default(),
+            )
+        })
+        .collect();
+    let ds = Arc::new(open(&repo, &src).await);
+    let (handle, committer) = spawn_committer(
+        Arc::clone(&ds),
+        CommitterConfig {
+            max_batch: 1,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        handle.append(g[0].clone()).await.unwrap().outcome.label(),
+        "added"
+    );
+    // Another writer commits behind the committer's back.
+    let other = open(&repo, &src).await;
+    other
+        .commit_batch(std::slice::from_ref(&g[1]), "stray")
+        .await
+        .unwrap();
+    let err = handle.append(g[2].clone()).await.unwrap_err();
+    assert_eq!(err.label(), "second_writer", "{err}");
+    assert_eq!(
+        handle
+            .stats()
+            .second_writer
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Reported once: the committer takes the new tip and goes on.
+    assert_eq!(
+        handle.append(g[2].clone()).await.unwrap().outcome.label(),
+        "added"
+    );
+    assert_eq!(
+        handle.append(g[3].clone()).await.unwrap().outcome.label(),
+        "added"
+    );
+    assert_eq!(
+        handle
+            .stats()
+            .second_writer
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    drop(handle);
+    committer.join.await.unwrap();
+}
+
 /// A copy of `g` moved by `steps` half hours (references to objects that need not exist: the
 /// writer never reads the source).
 fn shifted(g: &GranuleRefs, steps: u64, src: &Path) -> GranuleRefs {

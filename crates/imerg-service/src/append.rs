@@ -51,8 +51,10 @@ pub async fn append_files(
     let container = SourceContainer::from_location(&location).map_err(repo_err(&opts.repo))?;
     let mut cfg = DatasetConfig::new(profile.clone(), container);
     cfg.manifest_max_bytes = opts.manifest_max_bytes;
+    let repo_location = RepoLocation::Local(opts.repo.clone());
+    let _lock = repo_location.lock_writer().map_err(repo_err(&opts.repo))?;
     let dataset = Arc::new(
-        Dataset::open_or_create(&RepoLocation::Local(opts.repo.clone()), cfg)
+        Dataset::open_or_create(&repo_location, cfg)
             .await
             .map_err(repo_err(&opts.repo))?,
     );

@@ -53,11 +53,11 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the repository {location}: {source}")]
+    /// The text holds the cause (not a `#[source]`, which error reports would print twice).
+    #[error("the repository {location}: {error}")]
     Repository {
         location: String,
-        #[source]
-        source: Box<DatasetError>,
+        error: Box<DatasetError>,
     },
     #[error("the granule source: {0}")]
     Source(#[from] imerg_source::SourceError),
@@ -84,7 +84,7 @@ impl ServiceError {
         };
         Self::Repository {
             location,
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
 }
@@ -108,6 +108,8 @@ pub struct Service {
     source: Arc<Source>,
     /// The native store's writer, when this process runs it.
     native: Option<imerg_native::Follower>,
+    /// The local repository's one-writer lock, held while the committer runs.
+    _writer_lock: Option<imerg_dataset::WriterLock>,
 }
 
 /// Runs the service described by `config` until `shutdown` resolves, then stops as described
@@ -149,6 +151,12 @@ impl Service {
         )?
         .with_max_object_bytes(settings.max_object_bytes);
         let repo = &settings.repo;
+        let writer_lock = if roles.committer {
+            repo.lock_writer()
+                .map_err(|e| ServiceError::repository(repo, e))?
+        } else {
+            None
+        };
         let dataset = if roles.committer {
             let container = SourceContainer::from_location(&settings.source)
                 .map_err(|e| ServiceError::repository(repo, e))?;
@@ -268,6 +276,7 @@ impl Service {
             _ => None,
         };
         Ok(Self {
+            _writer_lock: writer_lock,
             settings,
             profile,
             grpc,
@@ -321,6 +330,8 @@ impl Service {
             queue,
             source,
             native,
+            // Held (not dropped) until `run` returns.
+            _writer_lock,
         } = self;
         let grace = settings.shutdown_grace;
         let prometheus = telemetry::prometheus()?;

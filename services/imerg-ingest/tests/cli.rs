@@ -319,3 +319,58 @@ fn every_subcommand_keeps_stderr_clean() {
         assert!(noise.is_empty(), "{args:?} wrote to stderr:\n{stderr}");
     }
 }
+
+/// Review M5a: Icechunk's local storage has no conditional writes, so a second writer on the
+/// same directory (the documented `append` beside a running `serve`) could replace commits the
+/// first had acknowledged. The committer holds `<repo>.writer.lock`; a second writer is refused
+/// with one clear line, and the lock goes with the process.
+#[test]
+fn a_second_writer_on_a_local_repository_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The embedded default's granule directory (its repository's container).
+    let src = data.join("granules");
+    common::synth(&src, "2024-04-01T00:00", "2024-04-01T00:30");
+    let granule = src.join(&common::keys("2024-04-01T00:00", "2024-04-01T00:30")[0]);
+    let mut server = common::Server::spawn(&data, &[], &[]);
+    let repo = data.join("repo");
+    let append = || {
+        common::bin()
+            .args(["append", "--repo"])
+            .arg(&repo)
+            .arg("--source-root")
+            .arg(&src)
+            .arg(&granule)
+            .output()
+            .unwrap()
+    };
+    let out = append();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let says = "another process writes to the repository";
+    assert_eq!(stderr.matches(says).count(), 1, "{stderr}");
+    assert!(stderr.contains("repo.writer.lock"), "{stderr}");
+    // A second service on the same data directory is refused the same way.
+    let second = common::bin()
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains(says));
+    server.signal("-KILL");
+    server.child.wait().unwrap();
+    let out = append();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

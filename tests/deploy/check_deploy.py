@@ -61,6 +61,7 @@ UNSET_ON_PURPOSE = {
     "IMERG_EARTHDATA_TOKEN": "the token is a file from the Secret (IMERG_EARTHDATA_TOKEN_FILE)",
     "IMERG_OPERATOR_TOKEN": "the token is a file from the Secret (IMERG_OPERATOR_TOKEN_FILE)",
     "IMERG_INTERNAL_TOKEN": "the token is a file from the Secret (IMERG_INTERNAL_TOKEN_FILE)",
+    "IMERG_INSECURE_NO_AUTH": "every role that serves gRPC has its tokens from the Secret",
     "IMERG_REPO_ENDPOINT": "AWS S3 itself; only for S3-compatible stores",
     "IMERG_SOURCE_ENDPOINT": "AWS S3 itself; only for S3-compatible stores",
     "IMERG_SQS_ENDPOINT": "AWS SQS itself; only for a local SQS-compatible server",

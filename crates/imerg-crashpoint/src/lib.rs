@@ -8,6 +8,10 @@
 //! milliseconds later (default 0; the kill then comes from another thread while the caller goes
 //! on, e.g. into the commit it was about to make).
 //!
+//! `IMERG_FAULT_AT=POINT:hang|panic` makes the thread that reaches POINT ([`fault`]) hang
+//! forever or panic there instead, for the supervision tests (a stuck HDF5 parse, a dead
+//! committer task).
+//!
 //! Compiled in only with the `enabled` feature (the binary's `crashpoints` feature, which the test
 //! command turns on): in every other build [`reached`] is an empty function and `IMERG_CRASH_AT`
 //! is ignored, so no production binary can be made to kill itself.
@@ -32,6 +36,20 @@ pub const AFTER_COMMIT: &str = "after_commit";
 
 /// When the native writer has written some of an update's shards, before its commit.
 pub const NATIVE_MID_UPDATE: &str = "native_mid_update";
+
+/// Fault point: inside a libhdf5 parse, on the blocking thread (`hang` stands for a crafted
+/// file that loops libhdf5).
+pub const HDF5_PARSE: &str = "hdf5_parse";
+/// Fault point: in the committer task, before it commits a batch (`panic` stands for a panic
+/// inside Icechunk).
+pub const COMMITTER_BATCH: &str = "committer_batch";
+
+/// Fault point: at the start of a maintenance run (`hang` stands for an expiry or GC that
+/// takes hours on a large repository).
+pub const MAINTENANCE: &str = "maintenance";
+
+/// The environment variable that arms a fault point.
+pub const FAULT_ENV: &str = "IMERG_FAULT_AT";
 
 /// Every point the service defines.
 pub const ALL: &[&str] = &[
@@ -83,9 +101,51 @@ pub const ENABLED: bool = cfg!(feature = "enabled");
 #[inline(always)]
 pub fn reached(_point: &str) {}
 
-/// True when `IMERG_CRASH_AT` is set although this build cannot honour it (worth a warning).
+/// True when `IMERG_CRASH_AT` or `IMERG_FAULT_AT` is set although this build cannot honour it
+/// (worth a warning).
 pub fn requested_but_disabled() -> bool {
-    !ENABLED && std::env::var_os(ENV).is_some()
+    !ENABLED && (std::env::var_os(ENV).is_some() || std::env::var_os(FAULT_ENV).is_some())
+}
+
+/// Whether `IMERG_FAULT_AT` is `point:action` (always false without the `enabled` feature):
+/// for async code, which must not block its thread to hang.
+pub fn armed(point: &str, action: &str) -> bool {
+    ENABLED
+        && std::env::var(FAULT_ENV)
+            .ok()
+            .and_then(|v| {
+                v.split_once(':')
+                    .map(|(p, a)| p.trim() == point && a.trim() == action)
+            })
+            .unwrap_or(false)
+}
+
+/// Marks a fault point: without the `enabled` feature, nothing.
+#[cfg(not(feature = "enabled"))]
+#[inline(always)]
+pub fn fault(_point: &str) {}
+
+/// Marks a fault point; hangs or panics there if `IMERG_FAULT_AT` says so.
+#[cfg(feature = "enabled")]
+pub fn fault(point: &str) {
+    static FAULT: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let armed = FAULT.get_or_init(|| {
+        let v = std::env::var(FAULT_ENV).ok()?;
+        let (p, a) = v.split_once(':')?;
+        Some((p.trim().to_string(), a.trim().to_string()))
+    });
+    match armed {
+        Some((p, action)) if p == point && action == "hang" => {
+            eprintln!("imerg-ingest: fault point {point}: hanging");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Some((p, action)) if p == point && action == "panic" => {
+            panic!("fault point {point}: panic as IMERG_FAULT_AT asks")
+        }
+        _ => {}
+    }
 }
 
 /// Marks that the service reached `point`; SIGKILLs the process if `IMERG_CRASH_AT` says so.
@@ -156,5 +216,7 @@ mod tests {
         for p in ALL {
             reached(p);
         }
+        fault(HDF5_PARSE);
+        fault(COMMITTER_BATCH);
     }
 }

@@ -113,9 +113,16 @@ impl CommitterHandle {
 pub struct Committer {
     pub join: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
+    finished: CancellationToken,
 }
 
 impl Committer {
+    /// Cancelled when the committer task has ended, normally or by a panic: while the service
+    /// runs, that is a dead committer (its liveness check reports it).
+    pub fn finished(&self) -> CancellationToken {
+        self.finished.clone()
+    }
+
     /// The final commit, explicitly: stops taking granules (later appends fail with
     /// [`DatasetError::Shutdown`]), commits what is queued, and returns true once that commit is
     /// durable, or false if it took longer than `deadline` (the task is then aborted: nothing of
@@ -153,8 +160,22 @@ pub fn spawn_committer(
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let stats = Arc::new(CommitterStats::default());
     let stop = CancellationToken::new();
-    let join = tokio::spawn(run(dataset, cfg, rx, Arc::clone(&stats), stop.clone()));
-    (CommitterHandle { tx, stats }, Committer { join, stop })
+    let finished = CancellationToken::new();
+    let guard = finished.clone().drop_guard();
+    let task = run(dataset, cfg, rx, Arc::clone(&stats), stop.clone());
+    let join = tokio::spawn(async move {
+        // Dropped when the task ends, by return or by panic.
+        let _guard = guard;
+        task.await;
+    });
+    (
+        CommitterHandle { tx, stats },
+        Committer {
+            join,
+            stop,
+            finished,
+        },
+    )
 }
 
 async fn run(
@@ -165,6 +186,7 @@ async fn run(
     stop: CancellationToken,
 ) {
     let mut next_maintenance = cfg.maintenance.as_ref().map(|m| Instant::now() + m.every);
+    let mut maintaining: Option<tokio::task::JoinHandle<()>> = None;
     let mut closed = false;
     let mut stopping = false;
     let validating = Arc::new(AtomicBool::new(false));
@@ -212,18 +234,42 @@ async fn run(
         if cfg.validate_sample > 0 && !written.is_empty() {
             validate_in_background(&dataset, &written, cfg.validate_sample, &validating);
         }
+        // Maintenance runs beside the commits, one run at a time, within a time limit: a slow
+        // expiry or GC on a large repository no longer holds up every caller (review L15).
+        // Commits during it are safe: GC only deletes objects older than the retention (1h at
+        // least), and Icechunk retries repository-info updates that race.
         if let (Some(m), Some(at)) = (&cfg.maintenance, next_maintenance)
             && Instant::now() >= at
+            && maintaining
+                .as_ref()
+                .is_none_or(tokio::task::JoinHandle::is_finished)
         {
-            match maintenance::run(&dataset, m).await {
-                Ok(r) => tracing::info!(?r, "maintenance done"),
-                Err(e) => tracing::error!(error = %e, "maintenance failed"),
-            }
-            next_maintenance = Some(Instant::now() + m.every);
+            let every = m.every;
+            let (dataset, m) = (Arc::clone(&dataset), m.clone());
+            maintaining = Some(tokio::spawn(async move {
+                match tokio::time::timeout(MAINTENANCE_TIME_LIMIT, maintenance::run(&dataset, &m))
+                    .await
+                {
+                    Ok(Ok(r)) => tracing::info!(?r, "maintenance done"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
+                    Err(_) => tracing::error!(
+                        limit = ?MAINTENANCE_TIME_LIMIT,
+                        "maintenance did not finish in time: abandoned, tried again next time"
+                    ),
+                }
+            }));
+            next_maintenance = Some(Instant::now() + every);
         }
+    }
+    if let Some(m) = maintaining.filter(|m| !m.is_finished()) {
+        // Nothing of a maintenance run is acknowledged to anyone: stopping it loses nothing.
+        m.abort();
     }
     tracing::info!("committer stopped");
 }
+
+/// Longest a maintenance run (expiry, GC, pruning) may take before it is abandoned.
+const MAINTENANCE_TIME_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Commits a batch; returns the granules whose references it wrote (added or replaced).
 async fn commit(
@@ -234,6 +280,7 @@ async fn commit(
     tip: &mut Option<String>,
 ) -> Vec<GranuleRefs> {
     let batch_id = uuid::Uuid::new_v4().to_string();
+    imerg_crashpoint::fault(imerg_crashpoint::COMMITTER_BATCH);
     let granules: Vec<GranuleRefs> = batch.iter().map(|r| r.granule.clone()).collect();
     let span = tracing::info_span!("commit", %batch_id, granules = granules.len());
     let written = commit_with_retries(dataset, cfg, batch, stats, batch_id, &granules, tip)

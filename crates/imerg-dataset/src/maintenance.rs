@@ -130,8 +130,38 @@ fn nzusize(v: usize) -> NonZeroUsize {
     NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN)
 }
 
-/// Expires snapshots older than the retention, garbage-collects unreachable objects older than
-/// it, then prunes old repository info backups. Branch tips are never expired.
+/// Where expiry may stop so that nothing superseded less than the retention ago goes: on each
+/// branch, the newest snapshot created before `cutoff` (it was the tip until its child came,
+/// possibly just now; the snapshots before it were superseded before `cutoff`). The earliest of
+/// these over all branches, `None` if no branch has a snapshot before `cutoff`.
+///
+/// Icechunk's `expire(older_than)` measures a snapshot's age from its creation, so on a quiet
+/// branch (the Final run commits once a month) the tip replaced a second ago was expired at once
+/// and its objects collected under a reader that had just opened it (review M4).
+async fn superseded_before(
+    repo: &icechunk::Repository,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, DatasetError> {
+    let mut bound: Option<chrono::DateTime<chrono::Utc>> = None;
+    for branch in repo.list_branches().await.map_err(DatasetError::ic)? {
+        let history = repo
+            .ancestry(&icechunk::repository::VersionInfo::BranchTipRef(branch))
+            .await
+            .map_err(DatasetError::ic)?;
+        futures::pin_mut!(history);
+        while let Some(info) = history.try_next().await.map_err(DatasetError::ic)? {
+            if info.flushed_at < cutoff {
+                bound = Some(bound.map_or(info.flushed_at, |b| b.min(info.flushed_at)));
+                break;
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Expires snapshots superseded more than the retention ago, garbage-collects unreachable
+/// objects older than it, then prunes old repository info backups. Branch tips, and any
+/// snapshot that was a tip within the retention, are never expired.
 pub async fn run(
     dataset: &Dataset,
     cfg: &MaintenanceConfig,
@@ -144,21 +174,30 @@ pub async fn run_on_repository(
     repo: &icechunk::Repository,
     cfg: &MaintenanceConfig,
 ) -> Result<MaintenanceReport, DatasetError> {
+    if imerg_crashpoint::armed(imerg_crashpoint::MAINTENANCE, "hang") {
+        tracing::warn!("fault point maintenance: hanging");
+        std::future::pending::<()>().await;
+    }
     let cutoff = chrono::Utc::now()
         - chrono::Duration::from_std(cfg.retention).unwrap_or(chrono::Duration::days(7));
     let am = std::sync::Arc::clone(repo.asset_manager());
     let retries = repo.config().repo_update_retries();
     let n = repo.config().num_updates_per_repo_info_file();
-    let expired = expire(
-        std::sync::Arc::clone(&am),
-        cutoff,
-        ExpiredRefAction::Ignore,
-        ExpiredRefAction::Ignore,
-        Some(retries),
-        n,
-    )
-    .await
-    .map_err(DatasetError::ic)?;
+    let released = match superseded_before(repo, cutoff).await? {
+        Some(older_than) => expire(
+            std::sync::Arc::clone(&am),
+            older_than,
+            ExpiredRefAction::Ignore,
+            ExpiredRefAction::Ignore,
+            Some(retries),
+            n,
+        )
+        .await
+        .map_err(DatasetError::ic)?
+        .released_snapshots
+        .len() as u64,
+        None => 0,
+    };
     let gc = GCConfig::clean_all(
         cutoff,
         cutoff,
@@ -177,7 +216,7 @@ pub async fn run_on_repository(
         .map_err(DatasetError::ic)?;
     let (backups, backup_bytes) = prune_repo_info_backups(&am, cutoff).await?;
     Ok(MaintenanceReport {
-        snapshots_released: expired.released_snapshots.len() as u64,
+        snapshots_released: released,
         manifests_deleted: summary.manifests_deleted,
         snapshots_deleted: summary.snapshots_deleted,
         bytes_deleted: summary.bytes_deleted,
@@ -237,12 +276,11 @@ mod tests {
         }
     }
 
-    /// With 5 updates per repo info file and 40 commits the ops log spans a chain of files;
-    /// pruning deletes the other backups and the ops log, later commits and reopening still work.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pruning_backups_keeps_the_ops_log_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = new_local_filesystem_storage(dir.path()).await.unwrap();
+    /// A repository in `dir` whose repo info file holds 5 updates (chains grow fast).
+    async fn five_updates_per_file(
+        dir: &std::path::Path,
+    ) -> (Arc<dyn icechunk::Storage + Send + Sync>, Repository) {
+        let storage = new_local_filesystem_storage(dir).await.unwrap();
         let config = RepositoryConfig {
             num_updates_per_repo_info_file: Some(5),
             ..Default::default()
@@ -252,6 +290,15 @@ mod tests {
             .execute()
             .await
             .unwrap();
+        (storage, repo)
+    }
+
+    /// With 5 updates per repo info file and 40 commits the ops log spans a chain of files;
+    /// pruning deletes the other backups and the ops log, later commits and reopening still work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_backups_keeps_the_ops_log_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, repo) = five_updates_per_file(dir.path()).await;
         commits(&repo, 0, 100).await;
         let log = ops_log(&repo).await;
         assert_eq!(log.len(), 101, "100 commits and the creation");
@@ -287,5 +334,73 @@ mod tests {
         let log = ops_log(&reopened).await;
         assert_eq!(log.len(), 111);
         assert!(backups(&reopened).await <= 5 + 25);
+    }
+
+    /// Review M3: after a prune, each later commit shifts the ops log's chain onto other
+    /// backups, and the pruned ones cut it short: after 1 to 4 more commits (n = 5) the log
+    /// ended early (the first test only looked after 0 and 10, where the chains line up).
+    /// What holds, at every shift: every update since the prune's cutoff is still in the log,
+    /// newest first, and so is at least the whole current file and its first chain file. What
+    /// went before the cutoff may be cut, as the snapshots of that age are expired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_prune_every_update_within_the_retention_stays_in_the_ops_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, repo) = five_updates_per_file(dir.path()).await;
+        commits(&repo, 0, 60).await;
+        let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        prune_repo_info_backups(repo.asset_manager(), cutoff)
+            .await
+            .unwrap();
+        for k in 1..=11 {
+            commits(&repo, 59 + k, 60 + k).await;
+            let log = ops_log(&repo).await;
+            assert!(
+                log.len() >= 10,
+                "after {k} more commits: {} entries",
+                log.len()
+            );
+            // The updates since the cutoff are the newest k, then the older ones follow.
+            let fresh = ops_log_since(&repo, cutoff).await;
+            assert_eq!(fresh, k, "after {k} more commits");
+        }
+    }
+
+    /// Review M4: expiry measured a snapshot's age from its creation, so on a quiet branch the
+    /// tip replaced a moment ago (created long before) was expired and collected at once, under
+    /// a reader that had just opened it. Now only what was superseded before the cutoff goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tip_replaced_a_moment_ago_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, repo) = five_updates_per_file(dir.path()).await;
+        commits(&repo, 0, 4).await;
+        let replaced = repo.lookup_branch("main").await.unwrap();
+        // Old by creation, but the tip until the next commit.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        commits(&repo, 4, 5).await;
+        let cfg = MaintenanceConfig {
+            retention: Duration::from_secs(1),
+            every: Duration::from_secs(1),
+        };
+        let report = run_on_repository(&repo, &cfg).await.unwrap();
+        assert!(report.snapshots_released >= 1, "{report:?}");
+        let version = icechunk::repository::VersionInfo::SnapshotId(replaced);
+        let session = repo.readonly_session(&version).await.unwrap();
+        let path: icechunk::format::Path = "/g3".try_into().unwrap();
+        assert!(
+            session.get_node(&path).await.is_ok(),
+            "the replaced tip is gone"
+        );
+    }
+
+    /// How many updates of the ops log happened at or after `t`.
+    async fn ops_log_since(repo: &Repository, t: chrono::DateTime<chrono::Utc>) -> usize {
+        let (stream, _, _) = repo.ops_log().await.unwrap();
+        stream
+            .try_filter(|(at, _, _)| std::future::ready(*at >= t))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len()
     }
 }

@@ -95,6 +95,7 @@ fn status_of(e: JobError) -> Status {
         JobError::InvalidArgument(m) => error(Code::InvalidArgument, m, "INVALID_ARGUMENT"),
         JobError::NotFound(m) => error(Code::NotFound, format!("no job {m}"), "JOB_NOT_FOUND"),
         JobError::Unavailable(m) => error(Code::Unavailable, m, "UNAVAILABLE"),
+        JobError::ResourceExhausted(m) => error(Code::ResourceExhausted, m, "TOO_MANY_JOBS"),
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use imerg_catalog::{GranuleId, ProductProfile, TimeRange};
+use imerg_catalog::{ProductProfile, TimeRange};
 use imerg_dataset::Dataset;
 use imerg_metrics as m;
 use imerg_pipeline::{Ingestor, Origin, Stage};
@@ -89,6 +89,9 @@ pub enum JobError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many jobs run already (`--backfill-max-jobs`).
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 /// Runs backfill jobs against a worker and an appender.
@@ -109,7 +112,14 @@ pub struct JobManager {
     store: Option<JobStore>,
     /// Set when shutdown starts: jobs stopped from then on resume at the next start.
     stopping: CancellationToken,
+    /// Jobs that may run at once; a new one beyond is refused (resumed ones always run).
+    max_running: usize,
+    /// One permit per running job.
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Jobs that may run at once by default.
+pub const DEFAULT_MAX_RUNNING_JOBS: usize = 4;
 
 /// The most jobs one ListJobs page returns, and the default page size.
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -158,7 +168,18 @@ impl JobManager {
             tasks: TaskTracker::new(),
             store: None,
             stopping: CancellationToken::new(),
+            max_running: DEFAULT_MAX_RUNNING_JOBS,
+            slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_RUNNING_JOBS)),
         }
+    }
+
+    /// At most `n` (at least 1) jobs run at once: each holds its worker and commit slots and
+    /// its list of time indices (8 bytes per granule), and eight whole-record jobs at once
+    /// would compete for the same committer (review L1).
+    pub fn with_max_running(mut self, n: usize) -> Self {
+        self.max_running = n.max(1);
+        self.slots = Arc::new(tokio::sync::Semaphore::new(self.max_running));
+        self
     }
 
     /// Keeps jobs in `store` across restarts; call [`Self::resume`] once at start.
@@ -302,9 +323,23 @@ impl JobManager {
                 "the service is shutting down: no new backfills".into(),
             ));
         }
-        let expected: Vec<GranuleId> = self.profile.expected(range).collect();
+        // A running slot, taken at once (two requests cannot both see the last one free); a
+        // resumed job runs even without one.
+        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if previous.is_some() => None,
+            Err(_) => {
+                return Err(JobError::ResourceExhausted(format!(
+                    "{} backfill jobs run already (at most {}): try again when one has finished",
+                    self.max_running, self.max_running
+                )));
+            }
+        };
+        // Time indices, not granule ids: 8 bytes a granule, where a whole-record list of ids
+        // held twice took hundreds of MB per job (review L1). Ids are made as they are needed.
+        let expected: Vec<u64> = self.profile.expected(range).map(|g| g.time_index).collect();
         let (from, to) = match (expected.first(), expected.last()) {
-            (Some(a), Some(b)) => (a.time_index, b.time_index + 1),
+            (Some(a), Some(b)) => (*a, b.saturating_add(1)),
             _ => (0, 0),
         };
         let present = self
@@ -312,11 +347,12 @@ impl JobManager {
             .present_in(from, to)
             .await
             .map_err(|e| JobError::Unavailable(format!("reading the store: {e}")))?;
-        let todo: Vec<GranuleId> = expected
-            .iter()
-            .filter(|g| !present.contains(&g.time_index))
-            .cloned()
+        let expected_len = expected.len();
+        let todo: Vec<u64> = expected
+            .into_iter()
+            .filter(|t| !present.contains(t))
             .collect();
+        drop(present);
         let id = previous
             .as_ref()
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), |p| p.id.clone());
@@ -325,8 +361,8 @@ impl JobManager {
             product: self.profile.id.clone(),
             range,
             state: JobState::Running,
-            expected: expected.len() as u64,
-            present_already: (expected.len() - todo.len()) as u64,
+            expected: expected_len as u64,
+            present_already: expected_len.saturating_sub(todo.len()) as u64,
             fetched: 0,
             committed: 0,
             missing_at_source: 0,
@@ -364,19 +400,18 @@ impl JobManager {
             present_already = status.present_already, "backfill started");
         metrics::gauge!(m::BACKFILL_JOBS, "state" => "running").increment(1.0);
         let me = Arc::clone(self);
-        self.tasks
-            .spawn(async move { me.run(job, todo, cancel_rx).await });
+        self.tasks.spawn(async move {
+            let _slot = slot;
+            me.run(job, todo, cancel_rx).await;
+        });
         Ok(status)
     }
 
-    async fn run(
-        self: Arc<Self>,
-        job: Arc<Job>,
-        todo: Vec<GranuleId>,
-        cancel: watch::Receiver<bool>,
-    ) {
+    async fn run(self: Arc<Self>, job: Arc<Job>, todo: Vec<u64>, cancel: watch::Receiver<bool>) {
         let progress = |f: &dyn Fn(&mut JobStatus)| job.status.send_modify(|s| f(s));
+        let profile = Arc::clone(&self.profile);
         futures::stream::iter(todo)
+            .filter_map(move |t| futures::future::ready(profile.granule_at_index(t).ok()))
             .take_while(|_| {
                 let cancelled = *cancel.borrow();
                 async move { !cancelled }

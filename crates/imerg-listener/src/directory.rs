@@ -1,12 +1,13 @@
 //! The directory watcher (the embedded default's listener): scans a local granule directory in
 //! the bucket layout for granule files the store does not hold and ingests them. What is present
 //! is read from the store in bulk each scan; a file rejected as bad input is retried only once it
-//! changes, one that failed for a passing reason (repository or committer down) on the next scan.
+//! changes, one that failed for a passing reason (repository or committer down) after a backoff
+//! that doubles from 1 s to 5 min. What it remembers of files that are gone is forgotten.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use imerg_catalog::ProductProfile;
 use imerg_dataset::Dataset;
@@ -42,11 +43,36 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-/// Remembers what is in flight and which files failed as bad input (by modification time).
+/// Remembers what is in flight, which files failed as bad input (by modification time) and
+/// when to try again those that failed for a passing reason (with how many tries so far).
 #[derive(Debug, Default)]
 struct Memo {
     in_flight: BTreeSet<String>,
     failed: HashMap<String, SystemTime>,
+    retry: HashMap<String, (Instant, u32)>,
+}
+
+impl Memo {
+    /// Forgets files no longer in the directory (review L12: the memo grew with every file
+    /// ever rejected).
+    fn forget_missing(&mut self, seen: &BTreeSet<String>) {
+        self.failed.retain(|k, _| seen.contains(k));
+        self.retry.retain(|k, _| seen.contains(k));
+    }
+
+    /// Whether `key` waits for its next try at `now`.
+    fn backing_off(&self, key: &str, now: Instant) -> bool {
+        self.retry.get(key).is_some_and(|(at, _)| *at > now)
+    }
+
+    /// Records a passing failure of `key` at `now`: the next try waits twice as long as the
+    /// last (1 s, 2 s, ... 5 min), so an outage is not hammered by every scan (review M7).
+    fn failed_for_now(&mut self, key: &str, now: Instant) {
+        let tries = self.retry.get(key).map_or(0, |(_, n)| *n);
+        let wait = Duration::from_secs(1u64 << tries.min(9)).min(Duration::from_secs(300));
+        self.retry
+            .insert(key.to_string(), (now + wait, tries.saturating_add(1)));
+    }
 }
 
 fn lock(memo: &Mutex<Memo>) -> std::sync::MutexGuard<'_, Memo> {
@@ -73,11 +99,13 @@ pub async fn watch_directory(
                 .unwrap_or_default()
         };
         let mut candidates = Vec::new();
+        let mut seen = BTreeSet::new();
         for p in files {
             let Ok(rel) = p.strip_prefix(&cfg.root) else {
                 continue;
             };
             let key = rel.to_string_lossy().to_string();
+            seen.insert(key.clone());
             let t = mtime(&p);
             match profile.parse_key(&key) {
                 Ok(id) => candidates.push((id, t)),
@@ -94,6 +122,7 @@ pub async fn watch_directory(
                 }
             }
         }
+        lock(&memo).forget_missing(&seen);
         let (Some(lo), Some(hi)) = (
             candidates.iter().map(|(g, _)| g.time_index).min(),
             candidates.iter().map(|(g, _)| g.time_index).max(),
@@ -119,7 +148,9 @@ pub async fn watch_directory(
             }
             {
                 let mut memo = lock(&memo);
-                if t.is_some() && memo.failed.get(&id.key) == t.as_ref() {
+                if t.is_some() && memo.failed.get(&id.key) == t.as_ref()
+                    || memo.backing_off(&id.key, Instant::now())
+                {
                     continue;
                 }
                 if !memo.in_flight.insert(id.key.clone()) {
@@ -139,11 +170,18 @@ pub async fn watch_directory(
                 let _slot = slot;
                 let r = ingestor.ingest(&id, Origin::Watcher).await;
                 let mut memo = lock(&memo);
-                if let (Err(e), Some(t)) = (&r, t)
-                    && !e.is_retryable()
-                {
-                    tracing::warn!(key = %id.key, reason = %e.reason, "granule not ingested; retried when the file changes");
-                    memo.failed.insert(id.key.clone(), t);
+                match (&r, t) {
+                    (Err(e), _) if e.is_retryable() => {
+                        memo.failed_for_now(&id.key, Instant::now());
+                    }
+                    (Err(e), Some(t)) => {
+                        tracing::warn!(key = %id.key, reason = %e.reason, "granule not ingested; retried when the file changes");
+                        memo.failed.insert(id.key.clone(), t);
+                    }
+                    (Err(_), None) => {}
+                    (Ok(_), _) => {
+                        memo.retry.remove(&id.key);
+                    }
                 }
                 memo.in_flight.remove(&id.key);
             });
@@ -157,6 +195,34 @@ pub async fn watch_directory(
     tracker.close();
     tracker.wait().await;
     tracing::info!("directory watcher stopped");
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::*;
+
+    #[test]
+    fn passing_failures_back_off_and_gone_files_are_forgotten() {
+        let mut m = Memo::default();
+        let t0 = Instant::now();
+        m.failed_for_now("a", t0);
+        assert!(m.backing_off("a", t0));
+        assert!(!m.backing_off("a", t0 + Duration::from_secs(1)));
+        m.failed_for_now("a", t0);
+        assert!(m.backing_off("a", t0 + Duration::from_secs(1)));
+        assert!(!m.backing_off("a", t0 + Duration::from_secs(2)));
+        for _ in 0..20 {
+            m.failed_for_now("a", t0);
+        }
+        assert!(
+            !m.backing_off("a", t0 + Duration::from_secs(300)),
+            "capped at 5 min"
+        );
+        assert!(!m.backing_off("b", t0));
+        m.failed.insert("b".into(), SystemTime::now());
+        m.forget_missing(&BTreeSet::from(["c".to_string()]));
+        assert!(m.failed.is_empty() && m.retry.is_empty());
+    }
 }
 
 #[cfg(test)]

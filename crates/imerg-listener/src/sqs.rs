@@ -2,9 +2,18 @@
 //! [`MessageHandler`], and deletes a message once every granule it names is durable. Receive
 //! errors back off (the queue's state is published for readiness); cancellation stops receiving
 //! and lets the messages in flight finish.
+//!
+//! A failure that may pass (committer or source down, credentials expired) opens a
+//! [`Breaker`]: the listener stops receiving for a pause that doubles from 1 s to 2 min, hides
+//! the failed messages for that pause (a visibility change is not a receive), then probes with
+//! one message at a time until one succeeds. An outage therefore costs each message about one
+//! receive, not one per visibility timeout, and the backlog does not drain into the
+//! dead-letter queue (review M7).
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::StreamExt as _;
 
 use imerg_catalog::ProductProfile;
 use imerg_metrics as m;
@@ -120,17 +129,83 @@ pub async fn handle_body(
             }
         }
     }
-    let mut done = 0;
-    for id in granules {
-        if let Err(e) = ingestor.ingest(&id, Origin::Sqs).await {
-            return MessageOutcome::Keep {
-                reason: e.reason.as_str(),
-                message: e.message,
-            };
+    // A message may name many granules (an S3 event holds up to 1000 records): they are
+    // ingested a few at a time, not one after another (review L13).
+    let total = granules.len();
+    let mut results = futures::stream::iter(granules)
+        .map(|id| async move { ingestor.ingest(&id, Origin::Sqs).await })
+        .buffer_unordered(GRANULES_PER_MESSAGE_AT_ONCE);
+    let mut first_error = None;
+    while let Some(r) = results.next().await {
+        if let (Err(e), None) = (r, &first_error) {
+            first_error = Some(e);
         }
-        done += 1;
     }
-    MessageOutcome::Done { granules: done }
+    match first_error {
+        Some(e) => MessageOutcome::Keep {
+            reason: e.reason.as_str(),
+            message: e.message,
+        },
+        None => MessageOutcome::Done { granules: total },
+    }
+}
+
+/// Granules of one message ingested at once.
+const GRANULES_PER_MESSAGE_AT_ONCE: usize = 8;
+
+/// The longest pause of the [`Breaker`].
+const MAX_PAUSE: Duration = Duration::from_secs(120);
+
+/// Stops receiving while failures may pass: see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Breaker {
+    state: std::sync::Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    /// Consecutive pauses (0: closed).
+    opened: u32,
+    /// No receiving before this.
+    until: Option<tokio::time::Instant>,
+}
+
+impl Breaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A passing failure at `now`: opens (or, after a failed probe, doubles) the pause, and
+    /// returns when it ends. Failures of messages received before the pause began share it.
+    pub(crate) fn trip(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let mut st = self.lock();
+        match st.until {
+            Some(until) if until > now => until,
+            _ => {
+                let pause = Duration::from_secs(1u64 << st.opened.min(7)).min(MAX_PAUSE);
+                st.opened = st.opened.saturating_add(1);
+                let until = now + pause;
+                st.until = Some(until);
+                tracing::warn!(?pause, "a passing failure: not receiving for a while");
+                until
+            }
+        }
+    }
+
+    /// A message succeeded: receive normally again.
+    pub(crate) fn reset(&self) {
+        let mut st = self.lock();
+        if st.opened > 0 {
+            tracing::info!("receiving again");
+        }
+        *st = BreakerState::default();
+    }
+
+    /// When receiving may resume (`None`: now), and whether to probe with one message.
+    fn gate(&self) -> (Option<tokio::time::Instant>, bool) {
+        let st = self.lock();
+        (st.until, st.opened > 0)
+    }
 }
 
 /// What the listener last learned about its queue, for the readiness endpoint.
@@ -162,6 +237,7 @@ struct MessageHandler {
     lease: LeaseSettings,
     profile: Arc<ProductProfile>,
     ingestor: Ingestor,
+    breaker: Arc<Breaker>,
 }
 
 /// Gives back the in-flight gauge unit when the handler ends, however it ends.
@@ -199,6 +275,7 @@ impl MessageHandler {
         match outcome {
             MessageOutcome::Done { granules } => {
                 if granules > 0 {
+                    self.breaker.reset();
                     imerg_crashpoint::reached(imerg_crashpoint::AFTER_COMMIT);
                 }
                 match self.queue.delete(&msg.receipt).await {
@@ -224,8 +301,22 @@ impl MessageHandler {
             MessageOutcome::Keep { reason, message } => {
                 metrics::counter!(m::SQS_MESSAGES, "outcome" => "kept", "reason" => reason)
                     .increment(1);
-                tracing::warn!(message_id = %id, %reason, error = %message, body = %truncate(&msg.body, 512),
-                    "message left on the queue (retried, then dead-lettered)");
+                // The body is outside input: logged escaped and cut short.
+                let body = truncate(&msg.body, 512);
+                if imerg_pipeline::Reason::from_label(reason).is_retryable() {
+                    let now = tokio::time::Instant::now();
+                    let until = self.breaker.trip(now);
+                    // Until the pause ends, and a second more: a probe then takes another.
+                    let hide = until.saturating_duration_since(now) + Duration::from_secs(1);
+                    if let Err(e) = self.queue.extend(&msg.receipt, hide).await {
+                        tracing::warn!(message_id = %id, error = %e, "could not hide the message for the pause");
+                    }
+                    tracing::warn!(message_id = %id, %reason, error = %message, body = ?body, retry_in = ?hide,
+                        "message left on the queue for a passing failure: retried after the pause");
+                } else {
+                    tracing::warn!(message_id = %id, %reason, error = %message, body = ?body,
+                        "message left on the queue (retried, then dead-lettered)");
+                }
             }
         }
     }
@@ -254,18 +345,30 @@ pub async fn run(
             health.set(Err(e.0));
         }
     }
+    let breaker = Arc::new(Breaker::default());
     let handler = MessageHandler {
         queue: Arc::clone(&queue),
         lease: cfg.lease,
         profile,
         ingestor,
+        breaker: Arc::clone(&breaker),
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1)));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
+        // While the breaker is open, wait; then probe with one message at a time.
+        let (paused_until, probing) = breaker.gate();
+        if let Some(until) = paused_until.filter(|u| *u > tokio::time::Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
         // Receive only what can be processed now.
         let free = slots.available_permits().min(cfg.max_messages.clamp(1, 10));
+        let free = if probing { free.min(1) } else { free };
         if free == 0 {
             tokio::select! {
                 p = Arc::clone(&slots).acquire_owned() => drop(p),
@@ -302,6 +405,12 @@ pub async fn run(
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
                 break;
             };
+            if probing {
+                // The probe runs before anything else is received.
+                handler.handle(msg).await;
+                drop(slot);
+                continue;
+            }
             let handler = handler.clone();
             tracker.spawn(async move {
                 let _slot = slot;

@@ -318,6 +318,8 @@ async fn fetch_then_parse(
     metrics::counter!(m::BYTES_FETCHED).increment(fetched.bytes.len() as u64);
     let t1 = Instant::now();
     let key = id.key.clone();
+    // Held until the parse (and libhdf5's copy of the bytes) is done.
+    let _budget = fetched.budget;
     let refs =
         imerg_virtualize::virtualize_bytes_blocking(fetched.bytes, id, fetched.object, profile)
             .await;

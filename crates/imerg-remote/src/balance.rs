@@ -71,7 +71,7 @@ async fn resolve(targets: &[Target]) -> BTreeSet<SocketAddr> {
 fn endpoint(addr: SocketAddr) -> Option<Endpoint> {
     Endpoint::from_shared(format!("http://{addr}"))
         .ok()
-        .map(|e| e.connect_timeout(Duration::from_secs(5)))
+        .map(crate::tune)
 }
 
 /// A channel balancing over every address of `list` (comma-separated `http://host:port`). Must

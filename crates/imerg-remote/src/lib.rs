@@ -54,6 +54,9 @@ pub fn from_status(s: &Status, fallback: Reason) -> IngestError {
             Code::InvalidArgument => Reason::NotAGranule,
             Code::Aborted => Reason::SecondWriter,
             Code::FailedPrecondition => Reason::Remote,
+            // A message over the peer's size limit fails the same way every time: not a
+            // reason to retry (review L10).
+            Code::ResourceExhausted | Code::OutOfRange => Reason::TooLarge,
             _ => fallback,
         },
     };
@@ -80,7 +83,12 @@ impl WorkerServer {
         v1::worker_service_server::WorkerServiceServer<Self>,
         InternalAuth,
     > {
-        v1::worker_service_server::WorkerServiceServer::with_interceptor(self, auth)
+        tonic::service::interceptor::InterceptedService::new(
+            v1::worker_service_server::WorkerServiceServer::new(self)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            auth,
+        )
     }
 }
 
@@ -137,7 +145,12 @@ impl CommitServer {
         v1::commit_service_server::CommitServiceServer<Self>,
         InternalAuth,
     > {
-        v1::commit_service_server::CommitServiceServer::with_interceptor(self, auth)
+        tonic::service::interceptor::InterceptedService::new(
+            v1::commit_service_server::CommitServiceServer::new(self)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            auth,
+        )
     }
 }
 
@@ -164,9 +177,28 @@ impl v1::commit_service_server::CommitService for CommitServer {
     }
 }
 
-fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(addr.to_string())?.connect_lazy())
+/// A role-to-role endpoint: connects within 5 s, and HTTP/2 pings every 30 s (answered within
+/// 10 s, also while idle) find a peer that vanished without closing its connection (a lost node,
+/// a partition) instead of waiting on it forever (review M8).
+pub(crate) fn tune(e: Endpoint) -> Endpoint {
+    e.connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
 }
+
+fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(tune(Endpoint::from_shared(addr.to_string())?).connect_lazy())
+}
+
+/// The largest message between roles, both ways (a granule's references with their Zarr
+/// metadata are about 60 kB; the limit leaves room for any layout a profile allows). The
+/// servers decode and the clients encode with the same limit (review L10).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Longest an Append call may take by default (see [`GrpcAppender::with_timeout`]).
+pub const APPEND_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Longest a virtualize call may take, waiting for a worker included.
 const WORKER_CALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -185,7 +217,8 @@ impl GrpcWorker {
     pub fn new(addr: &str, token: Option<&str>) -> Result<Self, AddrError> {
         Ok(Self {
             client: v1::worker_service_client::WorkerServiceClient::new(balanced_channel(addr)?)
-                .max_decoding_message_size(64 * 1024 * 1024),
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             bearer: auth::bearer(token),
         })
     }
@@ -238,6 +271,7 @@ impl Worker for GrpcWorker {
 pub struct GrpcAppender {
     client: v1::commit_service_client::CommitServiceClient<Channel>,
     bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    timeout: Duration,
 }
 
 impl GrpcAppender {
@@ -246,9 +280,18 @@ impl GrpcAppender {
     pub fn new(addr: &str, token: Option<&str>) -> Result<Self, tonic::transport::Error> {
         Ok(Self {
             client: v1::commit_service_client::CommitServiceClient::new(channel(addr)?)
-                .max_encoding_message_size(64 * 1024 * 1024),
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             bearer: auth::bearer(token),
+            timeout: APPEND_CALL_TIMEOUT,
         })
+    }
+
+    /// The deadline of each Append call: past it, the granule fails as
+    /// `committer_unavailable` (retried later), and the call is dropped.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -256,14 +299,24 @@ impl GrpcAppender {
 impl Appender for GrpcAppender {
     async fn append(&self, granule: GranuleRefs) -> Result<Appended, IngestError> {
         let mut c = self.client.clone();
-        let r = c
-            .append(internal_request(
-                v1::AppendRequest {
-                    granule: Some(granule_to_proto(&granule)),
-                },
-                &self.bearer,
-            ))
-            .await
+        let mut req = internal_request(
+            v1::AppendRequest {
+                granule: Some(granule_to_proto(&granule)),
+            },
+            &self.bearer,
+        );
+        // Sent as grpc-timeout too: the committer's side gives up at the same moment.
+        req.set_timeout(self.timeout);
+        let Ok(r) = tokio::time::timeout(self.timeout, c.append(req)).await else {
+            return Err(IngestError::new(
+                Reason::CommitterUnavailable,
+                format!(
+                    "{}: the committer did not answer within {:?}",
+                    granule.key, self.timeout
+                ),
+            ));
+        };
+        let r = r
             .map_err(|s| from_status(&s, Reason::CommitterUnavailable))?
             .into_inner();
         let outcome = outcome_from_proto(r.outcome).ok_or_else(|| {

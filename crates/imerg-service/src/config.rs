@@ -171,6 +171,18 @@ pub struct ServiceConfig {
     /// CommitService address, when this process does not run the committer role.
     #[arg(long, env = "IMERG_COMMITTER_ADDR")]
     pub committer_addr: Option<String>,
+    /// Longest an Append call to a committer in another process may take (its batch age and
+    /// commit retries included): past it the granule fails as `committer_unavailable` and is
+    /// retried, instead of waiting forever on a committer that no longer answers.
+    #[arg(long, env = "IMERG_COMMITTER_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub committer_timeout: Duration,
+    /// `/healthz` fails when one libhdf5 parse has run for longer than this (libhdf5 cannot be
+    /// interrupted; a crafted file can loop it and stall every parse): the orchestrator then
+    /// restarts the process.
+    #[arg(long, env = "IMERG_PARSE_STUCK_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub parse_stuck_after: Duration,
     /// Base directory of the embedded default: repository in DATA_DIR/repo, granules in
     /// DATA_DIR/granules.
     #[arg(long, env = "IMERG_DATA_DIR", default_value = "imerg-data")]
@@ -292,6 +304,10 @@ pub struct ServiceConfig {
     /// Largest backfill request, in granules.
     #[arg(long, env = "IMERG_BACKFILL_MAX_GRANULES", default_value_t = 600_000)]
     pub backfill_max_granules: u64,
+    /// Backfill jobs that may run at once: one more is refused (RESOURCE_EXHAUSTED,
+    /// TOO_MANY_JOBS) until one has finished. Jobs resumed after a restart always run.
+    #[arg(long, env = "IMERG_BACKFILL_MAX_JOBS", default_value_t = 4)]
+    pub backfill_max_jobs: usize,
     /// Operator bearer token for Backfill and CancelJob (a secret; prefer the _FILE form). With
     /// no token those RPCs are accepted from loopback only.
     #[arg(long, env = "IMERG_OPERATOR_TOKEN", hide_env_values = true)]
@@ -307,6 +323,13 @@ pub struct ServiceConfig {
     /// File holding the internal token.
     #[arg(long, env = "IMERG_INTERNAL_TOKEN_FILE")]
     pub internal_token_file: Option<PathBuf>,
+    /// Serve gRPC beyond loopback without the tokens its services need (operator token for the
+    /// api role, internal token for committer and worker). Without this flag such a
+    /// configuration is refused: behind a sidecar proxy or `kubectl port-forward` every caller
+    /// looks like loopback, which is all an unset token checks.
+    #[arg(long, env = "IMERG_INSECURE_NO_AUTH")]
+    #[serde(default)]
+    pub insecure_no_auth: bool,
     /// Largest manifest before it rolls over along time (used when creating the repository).
     #[arg(long, env = "IMERG_MANIFEST_MAX_BYTES", default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
     pub manifest_max_bytes: u64,
@@ -328,6 +351,11 @@ pub struct ServiceConfig {
     /// rejected as `too_large` before its body is read.
     #[arg(long, env = "IMERG_MAX_OBJECT_BYTES", default_value_t = imerg_source::DEFAULT_MAX_OBJECT_BYTES)]
     pub max_object_bytes: u64,
+    /// Bytes of whole granule objects the worker holds at once, counted twice (the bytes and
+    /// libhdf5's copy): a fetch waits for its share before reading the body. Bounds the worker's
+    /// memory whatever --worker-concurrency and --max-object-bytes are.
+    #[arg(long, env = "IMERG_WORKER_MEMORY_BUDGET", default_value_t = 1024 * 1024 * 1024)]
+    pub worker_memory_budget: u64,
     /// With --ranged-reads, a granule whose metadata needs more dependent round trips than this
     /// is fetched whole instead (imerg_ranged_fallbacks_total{reason="too_scattered"}).
     #[arg(long, env = "IMERG_RANGED_MAX_ROUND_TRIPS", default_value_t = imerg_virtualize::RangedOptions::default().max_round_trips)]
@@ -357,9 +385,9 @@ pub struct ServiceConfig {
     /// and a log line with the granule's key. 0 = off.
     #[arg(long, env = "IMERG_VALIDATE_SAMPLE", default_value_t = 4)]
     pub validate_sample: usize,
-    /// Expire snapshots older than this and garbage-collect (e.g. 7d; at least 1h). Off unless
-    /// given.
-    #[arg(long, env = "IMERG_SNAPSHOT_RETENTION", value_parser = humantime::parse_duration)]
+    /// Expire snapshots superseded longer ago than this and garbage-collect (at least 1h): the
+    /// repository's metadata stays bounded, and readers keep what they opened within it.
+    #[arg(long, env = "IMERG_SNAPSHOT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     #[serde(with = "duration_text::option")]
     pub snapshot_retention: Option<Duration>,
     /// How often expiry and garbage collection run.
@@ -399,9 +427,12 @@ pub struct Settings {
     pub source: SourceLocation,
     /// Largest source object read (bytes).
     pub max_object_bytes: u64,
+    pub worker_memory_budget: u64,
     pub repo: RepoLocation,
     pub worker_addr: Option<String>,
     pub committer_addr: Option<String>,
+    pub committer_timeout: Duration,
+    pub parse_stuck_after: Duration,
     /// The SQS queue, when this process listens to one.
     pub sqs: Option<SqsConfig>,
     /// The local directory watcher, when this process runs it.
@@ -412,6 +443,7 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub backfill_concurrency: usize,
     pub backfill_max_granules: u64,
+    pub backfill_max_jobs: usize,
     pub operator_token: Option<Secret>,
     /// The token internal RPCs carry and check (None: loopback callers only).
     pub internal_token: Option<Secret>,
@@ -454,7 +486,17 @@ fn token_from(
             )));
         }
         (Some(t), None) => Some(Secret::new(t.expose().trim())),
-        (None, Some(f)) => Some(read_secret(f, &format!("{what} token"))?),
+        (None, Some(f)) => {
+            let t = read_secret(f, &format!("{what} token"))?;
+            if t.expose().is_empty() {
+                // An empty file is a broken mount, not "no token" (review M10).
+                return Err(invalid(format!(
+                    "the {what} token file {} is empty",
+                    f.display()
+                )));
+            }
+            Some(t)
+        }
         (None, None) => None,
     };
     Ok(token.filter(|t| !t.expose().is_empty()))
@@ -575,6 +617,9 @@ impl ServiceConfig {
         if roles == Roles::default() {
             return Err(invalid("--roles names no role"));
         }
+        if self.worker_memory_budget < 1024 * 1024 {
+            return Err(invalid("--worker-memory-budget must be at least 1 MiB"));
+        }
         if self.max_object_bytes == 0 {
             return Err(invalid("--max-object-bytes must be above 0"));
         }
@@ -654,6 +699,14 @@ impl ServiceConfig {
                 return Err(invalid(format!("{name} must be at least 1")));
             }
         }
+        if self.backfill_max_jobs == 0 {
+            return Err(invalid("--backfill-max-jobs must be at least 1"));
+        }
+        if self.committer_timeout.is_zero() || self.parse_stuck_after.is_zero() {
+            return Err(invalid(
+                "--committer-timeout and --parse-stuck-after must be above 0",
+            ));
+        }
         if self.shutdown_grace.is_zero() {
             return Err(invalid("--shutdown-grace must be more than 0"));
         }
@@ -682,6 +735,23 @@ impl ServiceConfig {
             self.internal_token_file.as_deref(),
             "internal",
         )?;
+        // Review M10: without a token, "loopback" is the only check, and a bind beyond
+        // loopback is exactly where callers may only look like loopback.
+        if !self.grpc_addr.ip().is_loopback() && !self.insecure_no_auth {
+            let missing = [
+                (roles.api && operator_token.is_none(), "operator"),
+                (
+                    (roles.committer || roles.worker) && internal_token.is_none(),
+                    "internal",
+                ),
+            ];
+            if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {
+                return Err(invalid(format!(
+                    "--grpc-addr {} is reachable beyond loopback but no {what} token is set: give                      --{what}-token-file, bind 127.0.0.1, or pass --insecure-no-auth",
+                    self.grpc_addr
+                )));
+            }
+        }
         let earthdata = self.earthdata()?;
         let sqs = match (&self.sqs_queue_url, roles.listener) {
             (Some(url), true) => Some(SqsConfig {
@@ -728,9 +798,12 @@ impl ServiceConfig {
             roles,
             source,
             max_object_bytes: self.max_object_bytes,
+            worker_memory_budget: self.worker_memory_budget,
             repo,
             worker_addr: self.worker_addr.clone(),
             committer_addr: self.committer_addr.clone(),
+            committer_timeout: self.committer_timeout,
+            parse_stuck_after: self.parse_stuck_after,
             sqs,
             watch,
             committer,
@@ -739,6 +812,7 @@ impl ServiceConfig {
             worker_concurrency: self.worker_concurrency,
             backfill_concurrency: self.backfill_concurrency,
             backfill_max_granules: self.backfill_max_granules,
+            backfill_max_jobs: self.backfill_max_jobs,
             operator_token,
             internal_token,
             earthdata,
@@ -858,11 +932,50 @@ mod tests {
                 &["--operator-token", "a", "--operator-token-file", "/x"],
                 "once",
             ),
+            // Review M10: beyond loopback, every token the roles' services check is needed.
+            (&["--grpc-addr", "0.0.0.0:50051"], "no operator token"),
+            (
+                &["--grpc-addr", "0.0.0.0:50051", "--operator-token", "t"],
+                "no internal token",
+            ),
+            (&["--backfill-max-jobs", "0"], "--backfill-max-jobs"),
+            (&["--committer-timeout", "0s"], "--committer-timeout"),
         ] {
             let (cfg, _) = parse(args);
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
+        // Both tokens, or the explicit opt-out, or loopback: accepted.
+        for args in [
+            &[
+                "--grpc-addr",
+                "0.0.0.0:50051",
+                "--operator-token",
+                "t",
+                "--internal-token",
+                "u",
+            ][..],
+            &["--grpc-addr", "0.0.0.0:50051", "--insecure-no-auth"],
+            &[
+                "--grpc-addr",
+                "0.0.0.0:50051",
+                "--roles",
+                "native",
+                "--native-repo",
+                "n",
+            ],
+            &["--grpc-addr", "127.0.0.1:50051"],
+        ] {
+            let (cfg, _) = parse(args);
+            assert!(cfg.validate().is_ok(), "{args:?}");
+        }
+        // An empty token file is a broken mount, not "no token".
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("token");
+        std::fs::write(&empty, "\n").unwrap();
+        let (cfg, _) = parse(&["--operator-token-file", empty.to_str().unwrap()]);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]

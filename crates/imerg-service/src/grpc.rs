@@ -2,6 +2,8 @@
 //! WorkerService), `grpc.health.v1` (each served service, and "" for the whole server) and
 //! reflection (v1 and v1alpha).
 
+use std::time::Duration;
+
 use imerg_ingest_api::IngestApi;
 use imerg_proto::{internal, v1};
 use tonic_health::ServingStatus;
@@ -74,7 +76,13 @@ pub(crate) async fn router(
             .await;
         served.push("imerg.ingest.internal.v1.WorkerService");
     }
+    // Bounded per connection, and HTTP/2 pings find clients that vanished without closing
+    // (review L9). No whole-call timeout: WatchJob streams for as long as a job runs.
     let router = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
         .layer(imerg_trace::RpcLayer)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -1,7 +1,8 @@
 //! HTTP endpoints for operators and Kubernetes: `/` (the status page for people), `/metrics`
-//! (Prometheus text format), `/healthz`
-//! (the process is alive and its critical tasks run) and `/readyz` (not shutting down, the
-//! repository answers within 5 s, and the SQS queue answered the listener's last call).
+//! (Prometheus text format), `/healthz` (the process is alive: its critical tasks run and no
+//! libhdf5 parse is stuck; else 503, and the orchestrator restarts it) and `/readyz` (not
+//! shutting down, the repository answers within 5 s, and the SQS queue answered the listener's
+//! last call).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use imerg_dataset::Dataset;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::status_page::{self, StatusCache};
 
@@ -29,6 +31,67 @@ pub(crate) struct State {
     pub status: Arc<StatusCache>,
     /// The backfill jobs, when this process runs the API role.
     pub jobs: Option<Arc<imerg_ingest_api::JobManager>>,
+    /// The critical tasks and the parse limit `/healthz` checks.
+    pub liveness: Arc<Liveness>,
+}
+
+/// What `/healthz` checks: the critical tasks (each with a token cancelled when it ends, by
+/// return or by panic) and how long one libhdf5 parse may run (review M8).
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    tasks: std::sync::Mutex<Vec<(&'static str, CancellationToken)>>,
+    parse_stuck_after: Duration,
+}
+
+impl Liveness {
+    pub(crate) fn new(parse_stuck_after: Duration) -> Self {
+        Self {
+            tasks: std::sync::Mutex::new(Vec::new()),
+            parse_stuck_after,
+        }
+    }
+
+    /// Watches a critical task: `finished` is cancelled when it ends.
+    pub(crate) fn watch(&self, name: &'static str, finished: CancellationToken) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, finished));
+    }
+
+    /// A critical task that runs `task`, watched as `name`.
+    pub(crate) fn supervise<F>(
+        &self,
+        name: &'static str,
+        task: F,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let finished = CancellationToken::new();
+        self.watch(name, finished.clone());
+        let guard = finished.drop_guard();
+        async move {
+            let _guard = guard;
+            task.await;
+        }
+    }
+
+    /// Why the process is not alive, `None` if it is.
+    fn problem(&self) -> Option<String> {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((name, _)) = tasks.iter().find(|(_, t)| t.is_cancelled()) {
+            return Some(format!("critical task stopped: {name}"));
+        }
+        match imerg_virtualize::oldest_parse() {
+            Some(age) if age > self.parse_stuck_after => Some(format!(
+                "an HDF5 parse has run for {}s (limit {}s): libhdf5 is stuck",
+                age.as_secs(),
+                self.parse_stuck_after.as_secs()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The status page (see [`crate::status_page`]).
@@ -55,8 +118,16 @@ async fn metrics_text(AxumState(s): AxumState<State>) -> String {
     s.prometheus.render()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
+    // While shutting down, tasks end on purpose: that is no failure.
+    let stopping = !s.ready.load(Ordering::SeqCst);
+    match s.liveness.problem().filter(|_| !stopping) {
+        Some(p) => {
+            tracing::error!(problem = %p, "not alive");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{p}\n"))
+        }
+        None => (StatusCode::OK, "ok\n".into()),
+    }
 }
 
 async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {

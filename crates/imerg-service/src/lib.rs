@@ -149,7 +149,8 @@ impl Service {
                 .clone()
                 .map(|p| p as imerg_source::CredentialProvider),
         )?
-        .with_max_object_bytes(settings.max_object_bytes);
+        .with_max_object_bytes(settings.max_object_bytes)
+        .with_memory_budget(settings.worker_memory_budget);
         let repo = &settings.repo;
         let writer_lock = if roles.committer {
             repo.lock_writer()
@@ -204,7 +205,8 @@ impl Service {
                 (Some((h, _)), _) => Arc::new(h.clone()),
                 (None, Some(addr)) => Arc::new(
                     imerg_remote::GrpcAppender::new(addr, internal_token)
-                        .map_err(|e| ServiceError::Peer(format!("--committer-addr: {e}")))?,
+                        .map_err(|e| ServiceError::Peer(format!("--committer-addr: {e}")))?
+                        .with_timeout(settings.committer_timeout),
                 ),
                 (None, None) => return Err(ConfigError::Invalid("no committer".into()).into()),
             };
@@ -220,7 +222,8 @@ impl Service {
                     ing.clone(),
                     settings.backfill_concurrency,
                     settings.backfill_max_granules,
-                );
+                )
+                .with_max_running(settings.backfill_max_jobs);
                 // Jobs are kept beside the repository: a restart keeps their history and
                 // resumes the ones that were running.
                 let manager = match imerg_ingest_api::JobStore::beside(&settings.repo) {
@@ -403,6 +406,10 @@ impl Service {
         let queue_health = queue.as_ref().map(|_| Arc::new(QueueHealth::default()));
         let http_stop = CancellationToken::new();
         let status_cache = Arc::new(status_page::StatusCache::default());
+        let liveness = Arc::new(http::Liveness::new(settings.parse_stuck_after));
+        if let Some((_, c)) = &committer {
+            liveness.watch("committer", c.finished());
+        }
         let mut http_task = tokio::spawn(
             axum::serve(
                 http,
@@ -413,6 +420,7 @@ impl Service {
                     ready: Arc::clone(&ready),
                     status: Arc::clone(&status_cache),
                     jobs: jobs.clone(),
+                    liveness: Arc::clone(&liveness),
                 }),
             )
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())
@@ -429,12 +437,15 @@ impl Service {
 
         // The drivers: local directory watcher and SQS listener.
         if let (Some(w), Some(ds), Some(ing)) = (&settings.watch, &dataset, &ingestor) {
-            driver_tasks.spawn(imerg_listener::watch_directory(
-                w.clone(),
-                Arc::clone(&profile),
-                Arc::clone(ds),
-                ing.clone(),
-                drivers.child_token(),
+            driver_tasks.spawn(liveness.supervise(
+                "directory watcher",
+                imerg_listener::watch_directory(
+                    w.clone(),
+                    Arc::clone(&profile),
+                    Arc::clone(ds),
+                    ing.clone(),
+                    drivers.child_token(),
+                ),
             ));
         }
         if let (Some(queue), Some(health_of_queue), Some(ing)) = (queue, &queue_health, &ingestor) {
@@ -443,13 +454,16 @@ impl Service {
                 .as_ref()
                 .map(imerg_listener::SqsConfig::listener)
                 .unwrap_or_default();
-            driver_tasks.spawn(imerg_listener::run(
-                queue,
-                listener,
-                Arc::clone(&profile),
-                ing.clone(),
-                Arc::clone(health_of_queue),
-                drivers.child_token(),
+            driver_tasks.spawn(liveness.supervise(
+                "SQS listener",
+                imerg_listener::run(
+                    queue,
+                    listener,
+                    Arc::clone(&profile),
+                    ing.clone(),
+                    Arc::clone(health_of_queue),
+                    drivers.child_token(),
+                ),
             ));
         }
         if let (Some(rc), Some(state), Some(ds), Some(ing)) =
@@ -463,10 +477,13 @@ impl Service {
                 inventory: reconcile::inventory(&settings, &profile, earthdata_token.as_deref()),
                 ingestor: ing.clone(),
             };
-            driver_tasks.spawn(reconciler.run(Arc::clone(state), drivers.child_token()));
+            driver_tasks.spawn(liveness.supervise(
+                "reconciliation sweep",
+                reconciler.run(Arc::clone(state), drivers.child_token()),
+            ));
         }
         if let Some(f) = native {
-            driver_tasks.spawn(f.run(drivers.child_token()));
+            driver_tasks.spawn(liveness.supervise("native writer", f.run(drivers.child_token())));
         }
         driver_tasks.close();
         tracing::info!(roles = ?settings.roles, repo = ?settings.repo, "serving");

@@ -62,7 +62,14 @@ fn check_size(url: &str, size: u64, limit: u64) -> Result<(), SourceError> {
 pub struct Fetched {
     pub bytes: Bytes,
     pub object: SourceObject,
+    /// The share of the source's memory budget these bytes hold (see
+    /// [`Source::with_memory_budget`]); keep it until the bytes (and any copy made of them)
+    /// are gone.
+    pub budget: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
+
+/// A mebibyte: the memory budget's unit.
+const MIB: u64 = 1024 * 1024;
 
 /// Where granules are read from (one type for the whole workspace).
 pub use imerg_catalog::SourceLocation as SourceConfig;
@@ -215,6 +222,8 @@ pub struct Source {
     url_prefix: String,
     /// Largest object read ([`DEFAULT_MAX_OBJECT_BYTES`] unless set).
     max_object_bytes: u64,
+    /// Whole objects in memory at once, in MiB (None: unbounded), and its size.
+    memory_budget: Option<(Arc<tokio::sync::Semaphore>, u32)>,
 }
 
 impl Source {
@@ -237,6 +246,7 @@ impl Source {
                     prefix: abs.to_string_lossy().trim_matches('/').to_string(),
                     url_prefix,
                     max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+                    memory_budget: None,
                 })
             }
             SourceConfig::S3 {
@@ -281,6 +291,7 @@ impl Source {
                     prefix,
                     url_prefix,
                     max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+                    memory_budget: None,
                 })
             }
         }
@@ -289,6 +300,18 @@ impl Source {
     /// Refuses objects over `limit` bytes (`SourceError::TooLarge`), before reading their body.
     pub fn with_max_object_bytes(mut self, limit: u64) -> Self {
         self.max_object_bytes = limit;
+        self
+    }
+
+    /// Bounds the bytes of whole objects held at once: each [`Source::fetch`] takes twice its
+    /// object's size (the bytes and the parser's in-memory copy) from a budget of `bytes`
+    /// before it reads the body, and gives it back when its [`Fetched`] is dropped. The size
+    /// cap alone bounds one object, not the concurrency times it: 16 objects just under a
+    /// 256 MiB cap were 8 GiB in a 1.5 GiB pod (review H2). An object larger than the whole
+    /// budget waits until it has the budget to itself.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        let units = u32::try_from(bytes / MIB).unwrap_or(u32::MAX).max(1);
+        self.memory_budget = Some((Arc::new(tokio::sync::Semaphore::new(units as usize)), units));
         self
     }
 
@@ -390,6 +413,21 @@ impl Source {
             .map_err(|e| SourceError::from_store(&url, e))?;
         // The response head tells the size: an oversized body is never read.
         check_size(&url, got.meta.size, self.max_object_bytes)?;
+        let budget = match &self.memory_budget {
+            Some((sem, total)) => {
+                let want = got.meta.size.saturating_mul(2).div_ceil(MIB);
+                let units = u32::try_from(want).unwrap_or(u32::MAX).clamp(1, *total);
+                let permit = Arc::clone(sem)
+                    .acquire_many_owned(units)
+                    .await
+                    .map_err(|_| SourceError::Unsupported {
+                        url: url.clone(),
+                        reason: "the memory budget is closed".into(),
+                    })?;
+                Some(Arc::new(permit))
+            }
+            None => None,
+        };
         let meta = got.meta.clone();
         let bytes = got
             .bytes()
@@ -403,6 +441,7 @@ impl Source {
                 size: meta.size,
             },
             bytes,
+            budget,
         })
     }
 }
@@ -473,6 +512,7 @@ pub async fn fetch_url(url: &str) -> Result<Fetched, SourceError> {
             size: meta.size,
         },
         bytes,
+        budget: None,
     })
 }
 
@@ -530,6 +570,36 @@ mod tests {
         assert!(reader.too_large());
         let ok = Source::new(&cfg, None).unwrap().with_max_object_bytes(5000);
         assert_eq!(ok.fetch("big").await.unwrap().bytes.len(), 5000);
+    }
+
+    /// Review H2: the size cap bounds one object, not how many are held at once. With a
+    /// 4 MiB budget, an object of 1.5 MiB takes 3 MiB of it: a second one waits until the
+    /// first is dropped; one larger than the budget still goes through, alone.
+    #[tokio::test]
+    async fn fetches_wait_for_the_memory_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mib = 1024 * 1024;
+        std::fs::write(dir.path().join("a"), vec![1u8; 3 * mib / 2]).unwrap();
+        std::fs::write(dir.path().join("b"), vec![2u8; 3 * mib / 2]).unwrap();
+        std::fs::write(dir.path().join("huge"), vec![3u8; 3 * mib]).unwrap();
+        let cfg = SourceConfig::Local {
+            root: dir.path().to_path_buf(),
+        };
+        let source = Source::new(&cfg, None)
+            .unwrap()
+            .with_memory_budget(4 * mib as u64);
+        let a = source.fetch("a").await.unwrap();
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(300), source.fetch("b")).await;
+        assert!(waiting.is_err(), "b fits only once a is gone");
+        drop(a);
+        let b = tokio::time::timeout(std::time::Duration::from_secs(5), source.fetch("b"))
+            .await
+            .expect("b goes once a is dropped")
+            .unwrap();
+        drop(b);
+        let huge = source.fetch("huge").await.unwrap();
+        assert_eq!(huge.bytes.len(), 3 * mib);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ mod error;
 mod metno;
 mod open;
 mod ranged;
+mod watchdog;
 
 use std::path::Path;
 
@@ -27,6 +28,7 @@ use imerg_refs::{GranuleRefs, SourceObject};
 
 pub use error::VirtualizeError;
 pub use ranged::{RangedOptions, virtualize_ranged};
+pub use watchdog::oldest_parse;
 
 /// Virtualizes a granule held in memory (the whole object's bytes).
 pub fn virtualize_bytes(
@@ -35,6 +37,8 @@ pub fn virtualize_bytes(
     source: &SourceObject,
     profile: &ProductProfile,
 ) -> Result<GranuleRefs, VirtualizeError> {
+    let _parse = watchdog::Parse::start();
+    imerg_crashpoint::fault(imerg_crashpoint::HDF5_PARSE);
     let file = open::open_bytes(&id.key, bytes)?;
     read_granule(&file, bytes.len() as u64, id, source, profile)
 }
@@ -46,6 +50,8 @@ pub fn virtualize_path(
     source: &SourceObject,
     profile: &ProductProfile,
 ) -> Result<GranuleRefs, VirtualizeError> {
+    let _parse = watchdog::Parse::start();
+    imerg_crashpoint::fault(imerg_crashpoint::HDF5_PARSE);
     let (file, size) = open::open_path(&id.key, path)?;
     read_granule(&file, size, id, source, profile)
 }

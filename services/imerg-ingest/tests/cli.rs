@@ -374,3 +374,19 @@ fn a_second_writer_on_a_local_repository_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Review L7: `append --snapshot-retention 0s` expired what a reader had just opened; an hour
+/// is the least accepted (`serve` refuses the same, and keeps 7d by default).
+#[test]
+fn append_refuses_a_retention_under_an_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["append", "--snapshot-retention", "0s", "--repo"])
+        .arg(dir.path().join("repo"))
+        .arg(dir.path().join("x.HDF5"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 1h"), "{stderr}");
+}

@@ -809,3 +809,56 @@ fn one_granule_is_one_trace_across_listener_worker_and_committer() {
         "no JSON log line with trace_id {trace_id}:\n{log}"
     );
 }
+
+/// Review L1 and issue #12 (load): eight whole-record Backfill requests at once. Each job used
+/// to hold its granule ids twice (hundreds of MB), with no limit on jobs. Now at most
+/// `--backfill-max-jobs` (default 4) run, the others are refused with RESOURCE_EXHAUSTED
+/// (TOO_MANY_JOBS) and say so, and the process's peak RSS stays bounded; it is printed for the
+/// README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_whole_record_backfills_at_once_are_limited_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), &[], &[]);
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let grpc = server.grpc.clone();
+        calls.push(tokio::spawn(async move {
+            let mut c = client(&grpc, None).await;
+            c.backfill(req("1998-01-01T00:00:00Z", "2025-10-01T00:00:00Z"))
+                .await
+        }));
+    }
+    let (mut started, mut refused) = (Vec::new(), 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(r) => started.push(r.into_inner().job.unwrap()),
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("at most 4"), "{}", e.message());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((started.len(), refused), (4, 4));
+    for j in &started {
+        assert_eq!(j.expected, 486_480, "{j:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!(
+        "peak RSS with 4 whole-record backfills running: {} MiB",
+        peak_kib / 1024
+    );
+    assert!(peak_kib < 1024 * 1024, "peak RSS {peak_kib} KiB");
+    let mut c = client(&server.grpc, None).await;
+    for j in &started {
+        c.cancel_job(v1::CancelJobRequest { id: j.id.clone() })
+            .await
+            .unwrap();
+    }
+}

@@ -1,6 +1,8 @@
 //! Shutdown by ownership, as a real process receives it: with granules stuck on a committer that
 //! never answers, SIGTERM turns readiness off at once and the process still exits within twice
-//! `--shutdown-grace`; a second SIGTERM exits at once.
+//! `--shutdown-grace`; a second SIGTERM exits at once. And supervision (review M8): a committer
+//! that never answers fails each call at `--committer-timeout`; a dead committer task or a stuck
+//! libhdf5 parse fails `/healthz`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +29,11 @@ fn black_hole() -> String {
 /// A repository holding one granule, and more granules in the source directory: a listener
 /// process whose committer is the black hole, with granules in flight.
 fn stuck_listener(data: &Path, grace: &str) -> Server {
+    stuck_listener_with(data, grace, &[])
+}
+
+/// [`stuck_listener`] with more flags.
+fn stuck_listener_with(data: &Path, grace: &str, more: &[&str]) -> Server {
     let granules = data.join("granules");
     synth(&granules, "2022-02-02T00:00", "2022-02-02T02:00");
     let first = granules.join(&keys("2022-02-02T00:00", "2022-02-02T00:30")[0]);
@@ -43,20 +50,17 @@ fn stuck_listener(data: &Path, grace: &str) -> Server {
         String::from_utf8_lossy(&out.stderr)
     );
     let committer = black_hole();
-    let server = Server::spawn(
-        data,
-        &[
-            "--roles",
-            "listener,worker",
-            "--committer-addr",
-            &committer,
-            "--watch-interval",
-            "100ms",
-            "--shutdown-grace",
-            grace,
-        ],
-        &[],
-    );
+    let args = [
+        "--roles",
+        "listener,worker",
+        "--committer-addr",
+        &committer,
+        "--watch-interval",
+        "100ms",
+        "--shutdown-grace",
+        grace,
+    ];
+    let server = Server::spawn(data, &[&args[..], more].concat(), &[]);
     let t0 = Instant::now();
     loop {
         let (_, m) = server.get("/metrics");
@@ -165,4 +169,117 @@ fn a_second_sigterm_exits_at_once() {
     let (status, took) = wait_exit(&mut server, Duration::from_secs(5));
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+/// A committer that accepts connections and never answers (a lost node): each Append fails at
+/// `--committer-timeout` as `committer_unavailable`, and nothing stays in flight forever.
+#[test]
+fn a_committer_that_never_answers_fails_each_call_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = stuck_listener_with(dir.path(), "2s", &["--committer-timeout", "2s"]);
+    let t0 = Instant::now();
+    loop {
+        let (_, m) = server.get("/metrics");
+        let failed = series(
+            &m,
+            "imerg_granules_ingested_total",
+            &[("source", "watcher"), ("result", "committer_unavailable")],
+        );
+        if failed.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no deadline: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("did not answer within 2s"), "{log}");
+}
+
+/// Polls `/healthz` until it answers 503 with `says` in its body.
+fn wait_unhealthy(server: &Server, says: &str) {
+    let t0 = Instant::now();
+    loop {
+        let (code, body) = server.get("/healthz");
+        if code == 503 {
+            assert!(body.contains(says), "{body}");
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "still healthy: {code} {body}\n{}",
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The committer task panics (standing for a panic inside Icechunk): every append would fail
+/// from then on, so `/healthz` fails and the orchestrator restarts the process.
+#[test]
+fn a_dead_committer_fails_the_liveness_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        dir.path(),
+        &["--watch-interval", "100ms"],
+        &[("IMERG_FAULT_AT", "committer_batch:panic")],
+    );
+    assert_eq!(server.get("/healthz").0, 200);
+    synth(
+        &dir.path().join("granules"),
+        "2022-02-02T00:00",
+        "2022-02-02T00:30",
+    );
+    wait_unhealthy(&server, "critical task stopped: committer");
+}
+
+/// A libhdf5 parse that never returns (a crafted file can loop libhdf5 while it holds its global
+/// lock): `/healthz` fails once it has run longer than `--parse-stuck-after`.
+#[test]
+fn a_stuck_hdf5_parse_fails_the_liveness_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        dir.path(),
+        &["--watch-interval", "100ms", "--parse-stuck-after", "2s"],
+        &[("IMERG_FAULT_AT", "hdf5_parse:hang")],
+    );
+    assert_eq!(server.get("/healthz").0, 200);
+    synth(
+        &dir.path().join("granules"),
+        "2022-02-02T00:00",
+        "2022-02-02T00:30",
+    );
+    wait_unhealthy(&server, "an HDF5 parse has run for");
+    // Alive in every other respect: it still answers.
+    assert_eq!(server.get("/metrics").0, 200);
+}
+
+/// Review L15: maintenance ran inline in the committer, without a time limit, so an expiry or
+/// GC that takes hours held up every caller. Here maintenance hangs for good: appends go on.
+#[test]
+fn a_maintenance_run_that_never_ends_does_not_hold_up_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        dir.path(),
+        &[
+            "--watch-interval",
+            "100ms",
+            "--maintenance-every",
+            "1s",
+            "--batch-age",
+            "200ms",
+        ],
+        &[("IMERG_FAULT_AT", "maintenance:hang")],
+    );
+    let granules = dir.path().join("granules");
+    synth(&granules, "2022-02-02T00:00", "2022-02-02T00:30");
+    server.wait_added(1);
+    // The first maintenance run starts after the next batch, 1 s on, and never ends.
+    std::thread::sleep(Duration::from_millis(1500));
+    synth(&granules, "2022-02-02T00:30", "2022-02-02T01:00");
+    server.wait_added(2);
+    std::thread::sleep(Duration::from_millis(500));
+    synth(&granules, "2022-02-02T01:00", "2022-02-02T02:00");
+    server.wait_added(4);
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("fault point maintenance: hanging"), "{log}");
 }

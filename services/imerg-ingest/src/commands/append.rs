@@ -25,9 +25,10 @@ pub struct Args {
     /// Largest manifest in bytes before it rolls over along `time`.
     #[arg(long, default_value_t = imerg_dataset::DEFAULT_MANIFEST_MAX_BYTES)]
     manifest_max_bytes: u64,
-    /// After appending, expire snapshots older than this (e.g. `7d`, `12h`, `0s`) and garbage
-    /// collect what only they referenced. Off unless given.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// After appending, expire snapshots superseded longer ago than this (e.g. `7d`, `12h`; at
+    /// least 1h, so that no reader loses what it opened moments ago) and garbage collect what
+    /// only they referenced. Off unless given.
+    #[arg(long, value_parser = parse_retention)]
     snapshot_retention: Option<Duration>,
     /// Granule files to append.
     #[arg(required = true, value_name = "GRANULE")]
@@ -102,4 +103,15 @@ async fn run_async(profile: ProductProfile, args: Args) -> anyhow::Result<ExitCo
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A retention of at least an hour (review L7: `0s` expired what a reader had just opened).
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(3600) {
+        return Err(format!(
+            "{s} is too short: at least 1h, so that expiry never removes snapshots a reader opened moments ago"
+        ));
+    }
+    Ok(d)
 }

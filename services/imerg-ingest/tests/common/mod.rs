@@ -196,6 +196,12 @@ impl Server {
 
     /// Starts `serve --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --data-dir DATA ARGS...`.
     pub fn spawn(data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::spawn_at(data, "127.0.0.1:0", args, envs)
+    }
+
+    /// [`Server::spawn`] with gRPC on `grpc_addr` (a process that must come back on the same
+    /// address).
+    pub fn spawn_at(data: &Path, grpc_addr: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = data.join(format!("serve-{n}.log"));
@@ -204,7 +210,7 @@ impl Server {
             .args([
                 "serve",
                 "--grpc-addr",
-                "127.0.0.1:0",
+                grpc_addr,
                 "--http-addr",
                 "127.0.0.1:0",
             ])
@@ -218,7 +224,13 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = loop {
-            let l = lines.next().expect("serve exited before serving").unwrap();
+            let Some(l) = lines.next() else {
+                panic!(
+                    "serve exited before serving: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            };
+            let l = l.unwrap();
             if l.starts_with("imerg-ingest serving") {
                 break l;
             }

@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,7 +15,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::aws::{ENVS, REPO_BUCKET, Stack};
+use common::aws::{ENVS, Stack};
 use common::{Killed, Server, aws_env, http_body, keys, python, series, synth};
 
 /// The fault-injecting proxy in front of `upstream` (`http://host:port`).
@@ -88,45 +87,6 @@ fn repo_through(proxy: &FaultProxy) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// Per granule key, how many commits of the branch wrote it, read by Icechunk's Python reader
-/// straight from moto (not through the proxy).
-fn writes_per_granule(py: &Path, stack: &Stack) -> BTreeMap<String, usize> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/commit_history.py");
-    let out = Command::new(py)
-        .arg(script)
-        .args([REPO_BUCKET, "store", &stack.endpoint()])
-        .envs(ENVS.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut writes = BTreeMap::new();
-    let mut batches = Vec::new();
-    for c in history["commits"].as_array().unwrap() {
-        assert!(
-            c["summary"].is_null(),
-            "small batches list their granules: {c}"
-        );
-        if let Some(b) = c["batch_id"].as_str() {
-            assert!(
-                !batches.contains(&b.to_string()),
-                "batch {b} committed twice"
-            );
-            batches.push(b.to_string());
-        }
-        for g in c["granules"].as_array().unwrap() {
-            *writes
-                .entry(g["key"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
-    writes
 }
 
 /// The granule files of `[start, end)` under `root`.
@@ -203,7 +163,7 @@ fn a_commit_whose_response_is_lost_is_acknowledged_once_without_an_alarm() {
     let st = stack.status().unwrap();
     assert_eq!(st["granules_present"], 4, "{st}");
     assert!(st["references"].as_u64().unwrap() >= 88 * 4, "{st}");
-    let writes = writes_per_granule(&py, &stack);
+    let writes = stack.writes_per_granule(&py);
     for (key, _) in files(&granules, "2024-05-01T00:00", "2024-05-01T02:00") {
         assert_eq!(writes.get(&key), Some(&1), "{key} written once: {writes:?}");
     }
@@ -262,7 +222,7 @@ fn random_s3_faults_lose_nothing_and_double_nothing() {
         0.0,
         "seed {seed}: no second-writer alarm: {m}"
     );
-    let writes = writes_per_granule(&py, &stack);
+    let writes = stack.writes_per_granule(&py);
     for (key, _) in &all {
         assert_eq!(writes.get(key), Some(&1), "seed {seed}: {key}: {writes:?}");
     }

@@ -345,3 +345,46 @@ impl Stack {
         })
     }
 }
+
+impl Stack {
+    /// Per granule key, how many commits of the branch wrote it (each commit's granule list in
+    /// its properties), read by Icechunk's Python reader straight from moto; fails if a batch
+    /// id appears twice.
+    pub fn writes_per_granule(&self, py: &Path) -> std::collections::BTreeMap<String, usize> {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/commit_history.py");
+        let out = std::process::Command::new(py)
+            .arg(script)
+            .args([REPO_BUCKET, "store", &self.endpoint()])
+            .envs(ENVS.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut writes = std::collections::BTreeMap::new();
+        let mut batches = Vec::new();
+        for c in history["commits"].as_array().unwrap() {
+            assert!(
+                c["summary"].is_null(),
+                "small batches list their granules: {c}"
+            );
+            if let Some(b) = c["batch_id"].as_str() {
+                assert!(
+                    !batches.contains(&b.to_string()),
+                    "batch {b} committed twice"
+                );
+                batches.push(b.to_string());
+            }
+            for g in c["granules"].as_array().unwrap() {
+                *writes
+                    .entry(g["key"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+        writes
+    }
+}

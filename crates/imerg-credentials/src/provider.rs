@@ -25,8 +25,11 @@ const MAX_FAILURE_COOLDOWN: Duration = Duration::from_secs(30);
 /// * The credentials are fetched on first use and again once
 ///   `now >= expiration - refresh_margin` (but never before half of the remaining lifetime has
 ///   passed, so a margin longer than the lifetime does not turn into a request per call).
-/// * Concurrent callers share one refresh: the cache sits behind an async mutex held across the
-///   fetch, so a burst of S3 requests at refresh time makes exactly one HTTP request.
+/// * Concurrent callers share one refresh: one caller fetches (under a refresh lock) while the
+///   others keep using the cached credentials as long as they are valid, so a burst of S3
+///   requests at refresh time makes exactly one HTTP request and none waits for it (review L8:
+///   the cache lock used to be held across a fetch that can take 20 s). Only without valid
+///   credentials (the first fetch, or after expiry) do callers wait for the fetch.
 /// * If a refresh fails while the cached credentials have not expired yet, the failure is
 ///   logged and the cached credentials are returned; the refresh is tried again after a short
 ///   cooldown (`min(30 s, refresh_margin / 4)`). Once they have expired, the error is returned.
@@ -37,7 +40,10 @@ const MAX_FAILURE_COOLDOWN: Duration = Duration::from_secs(30);
 pub struct EarthdataCredentialProvider {
     client: EarthdataClient,
     refresh_margin: Duration,
-    cache: Mutex<Cache>,
+    /// Held only to read or replace the cached credentials, never across a fetch.
+    cache: std::sync::Mutex<Cache>,
+    /// Held across a fetch: one refresh at a time.
+    refreshing: Mutex<()>,
     /// The cached credentials' expiration in Unix milliseconds, readable without the async lock.
     expires_at_ms: AtomicI64,
 }
@@ -54,6 +60,8 @@ struct Current {
     aws: Arc<AwsCredential>,
     refresh_at: DateTime<Utc>,
 }
+
+type Pair = (Arc<TemporaryCredentials>, Arc<AwsCredential>);
 
 impl Current {
     fn pair(&self) -> (Arc<TemporaryCredentials>, Arc<AwsCredential>) {
@@ -75,7 +83,8 @@ impl EarthdataCredentialProvider {
         Self {
             client,
             refresh_margin,
-            cache: Mutex::new(Cache::default()),
+            cache: std::sync::Mutex::new(Cache::default()),
+            refreshing: Mutex::new(()),
             expires_at_ms: AtomicI64::new(NO_EXPIRATION),
         }
     }
@@ -105,17 +114,44 @@ impl EarthdataCredentialProvider {
             .map(|t| (t - Utc::now()).num_milliseconds() as f64 / 1000.0)
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached pair if it needs no refresh now; else whether it is still valid (usable
+    /// while another caller refreshes).
+    fn cached(&self) -> Result<(Arc<TemporaryCredentials>, Arc<AwsCredential>), Option<Pair>> {
+        let cache = self.cache();
+        let now = Utc::now();
+        let Some(current) = &cache.current else {
+            return Err(None);
+        };
+        let cooling_down = cache.retry_not_before.is_some_and(|t| now < t);
+        if now < current.refresh_at || (cooling_down && now < current.creds.expiration) {
+            return Ok(current.pair());
+        }
+        Err((now < current.creds.expiration).then(|| current.pair()))
+    }
+
     async fn get(
         &self,
     ) -> Result<(Arc<TemporaryCredentials>, Arc<AwsCredential>), CredentialsError> {
-        let mut cache = self.cache.lock().await;
-        let now = Utc::now();
-        if let Some(current) = &cache.current {
-            let cooling_down = cache.retry_not_before.is_some_and(|t| now < t);
-            if now < current.refresh_at || (cooling_down && now < current.creds.expiration) {
-                return Ok(current.pair());
+        let _refreshing = match self.cached() {
+            Ok(pair) => return Ok(pair),
+            // Valid but due: refresh if nobody else is, else use them meanwhile.
+            Err(Some(valid)) => match self.refreshing.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(valid),
+            },
+            // None or expired: wait for the refresh (someone else's, or ours).
+            Err(None) => {
+                let guard = self.refreshing.lock().await;
+                if let Ok(pair) = self.cached() {
+                    return Ok(pair);
+                }
+                guard
             }
-        }
+        };
         match self.client.fetch().await {
             Ok(creds) => {
                 let now = Utc::now();
@@ -142,12 +178,14 @@ impl EarthdataCredentialProvider {
                     refresh_at,
                 };
                 let pair = current.pair();
+                let mut cache = self.cache();
                 cache.current = Some(current);
                 cache.retry_not_before = None;
                 Ok(pair)
             }
             Err(error) => {
                 let now = Utc::now();
+                let mut cache = self.cache();
                 let Some(current) = cache.current.as_ref().filter(|c| now < c.creds.expiration)
                 else {
                     return Err(error);

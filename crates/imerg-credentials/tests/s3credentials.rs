@@ -287,14 +287,59 @@ async fn concurrent_callers_share_one_request() {
     }
     assert_eq!(server.requests(), 1);
 
-    // Refresh due: 8 callers while the (slow) refresh is in flight, one more request.
+    // Refresh due: 8 callers while the (slow, 300 ms) refresh is in flight, one more request.
+    // Review L8: the others do not wait for it; they keep the still-valid credentials.
     let due = provider.expires_at().unwrap() - chrono::TimeDelta::seconds(1);
     let wait = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(100);
     tokio::time::sleep(wait).await;
+    let t0 = std::time::Instant::now();
+    let mut keys = Vec::new();
     for task in burst(&provider) {
-        assert_eq!(task.await.unwrap(), "ASIATEST2");
+        keys.push(task.await.unwrap());
     }
     assert_eq!(server.requests(), 2);
+    assert_eq!(
+        keys.iter().filter(|k| *k == "ASIATEST2").count(),
+        1,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| *k == "ASIATEST1").count(),
+        7,
+        "{keys:?}"
+    );
+    let fast = tokio::time::timeout(Duration::from_millis(50), provider.current()).await;
+    assert_eq!(fast.unwrap().unwrap().access_key_id, "ASIATEST2");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "the refresher waited for its fetch"
+    );
+}
+
+/// Review L8: a refresh that takes long (here 2 s) must not hold up callers while the cached
+/// credentials are still valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_does_not_hold_up_callers_with_valid_credentials() {
+    let server = Server::start(creds(4)).await;
+    let provider = Arc::new(server.provider(&server.config()));
+    provider.current().await.unwrap();
+    let due = provider.expires_at().unwrap() - chrono::TimeDelta::seconds(1);
+    let wait = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(50);
+    tokio::time::sleep(wait).await;
+    server.set_delay(Duration::from_secs(2));
+    let refresher = {
+        let p = Arc::clone(&provider);
+        tokio::spawn(async move { p.current().await.unwrap().access_key_id.clone() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let got = tokio::time::timeout(Duration::from_millis(100), provider.current())
+            .await
+            .expect("served from the cache while the refresh runs")
+            .unwrap();
+        assert_eq!(got.access_key_id, "ASIATEST1");
+    }
+    assert_eq!(refresher.await.unwrap(), "ASIATEST2");
 }
 
 #[tokio::test]

@@ -25,7 +25,12 @@ const WAIT_STEP: Duration = Duration::from_millis(500);
 pub struct Dataset {
     repo: Repository,
     cfg: DatasetConfig,
+    /// The last status computed, with when (see [`Dataset::status_shared`]).
+    last_status: tokio::sync::Mutex<Option<(Arc<Status>, std::time::Instant)>>,
 }
+
+/// How long a computed status is served without looking at the branch tip again.
+const STATUS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl Dataset {
     /// Opens the repository, or creates it (with the source container and manifest splitting
@@ -35,7 +40,11 @@ impl Dataset {
         cfg: DatasetConfig,
     ) -> Result<Self, DatasetError> {
         let repo = open::open_or_create(location, &cfg).await?;
-        Ok(Self { repo, cfg })
+        Ok(Self {
+            repo,
+            cfg,
+            last_status: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// Opens an existing repository for reading and writing, taking its source container from
@@ -205,6 +214,28 @@ impl Dataset {
     pub async fn status(&self) -> Result<Status, DatasetError> {
         let store = self.store(false).await?;
         status::status(&self.repo, &self.cfg, &store).await
+    }
+
+    /// [`Dataset::status`] for unauthenticated callers (GetStatus): computed once per branch
+    /// move and shared. Within a second of the last computation it is served as is; after,
+    /// one read of the branch tip tells whether it still holds. Concurrent callers wait for one
+    /// computation instead of each reading the store (review L9).
+    pub async fn status_shared(&self) -> Result<Arc<Status>, DatasetError> {
+        let mut last = self.last_status.lock().await;
+        if let Some((s, at)) = last.as_ref() {
+            if at.elapsed() < STATUS_FRESH_FOR {
+                return Ok(Arc::clone(s));
+            }
+            let tip = self.branch_tip().await?;
+            if s.last_commit.as_ref().is_some_and(|c| c.id == tip) {
+                let s = Arc::clone(s);
+                *last = Some((Arc::clone(&s), std::time::Instant::now()));
+                return Ok(s);
+            }
+        }
+        let s = Arc::new(self.status().await?);
+        *last = Some((Arc::clone(&s), std::time::Instant::now()));
+        Ok(s)
     }
 }
 

@@ -478,6 +478,40 @@ async fn a_writer_between_two_batches_is_detected() {
     committer.join.await.unwrap();
 }
 
+/// Review L9: every GetStatus read the store afresh; 200 at once read it 200 times. Now they
+/// share one computation until the branch moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_status_readers_share_one_computation_per_branch_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, repo) = (dir.path().join("src"), dir.path().join("repo"));
+    let g0 = granule(&src, "2024-02-04T00:00:00Z", &SynthOptions::default());
+    let ds = Arc::new(open(&repo, &src).await);
+    ds.commit_batch(std::slice::from_ref(&g0), "one")
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let ds = Arc::clone(&ds);
+            tokio::spawn(async move { ds.status_shared().await.unwrap() })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    assert!(all.iter().all(|s| Arc::ptr_eq(s, &all[0])), "computed once");
+    assert_eq!(all[0].granules_present, 1);
+    // Unchanged branch, a second later: the same status, after one look at the tip.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(Arc::ptr_eq(&ds.status_shared().await.unwrap(), &all[0]));
+    // The branch moves: a new status.
+    ds.commit_batch(&[shifted(&g0, 1, &src)], "two")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(ds.status_shared().await.unwrap().granules_present, 2);
+}
+
 /// A copy of `g` moved by `steps` half hours (references to objects that need not exist: the
 /// writer never reads the source).
 fn shifted(g: &GranuleRefs, steps: u64, src: &Path) -> GranuleRefs {

@@ -279,7 +279,7 @@ impl v1::ingest_service_server::IngestService for IngestApi {
         &self,
         _req: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
-        let st = self.jobs.dataset().status().await.map_err(|e| {
+        let st = self.jobs.dataset().status_shared().await.map_err(|e| {
             error(
                 Code::Unavailable,
                 format!("reading the store: {e}"),

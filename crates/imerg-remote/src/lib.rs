@@ -361,5 +361,12 @@ mod tests {
             from_status(&s, Reason::Transient).reason,
             Reason::SecondWriter
         );
+        // Review L10: a message over the peer's limit fails the same way every time.
+        let s = Status::resource_exhausted("message length too large");
+        assert_eq!(
+            from_status(&s, Reason::CommitterUnavailable).reason,
+            Reason::TooLarge
+        );
+        assert!(!Reason::TooLarge.is_retryable());
     }
 }

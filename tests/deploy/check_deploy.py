@@ -19,7 +19,13 @@ What it checks (every failure is collected and printed; exit 1 if any, 0 with "O
 - alerts: `promtool check rules` and `promtool test rules` (tests/deploy/alerts_test.yaml), every
   metric exported by the service (--metrics) or a listed external metric, a runbook section each;
 - the Grafana dashboard: every query parses (promtool) and names exported or external metrics;
-- deploy/infra: cfn-lint;
+- deploy/infra: cfn-lint; every bucket versioned, with a rule expiring noncurrent versions;
+- IAM (every build but the base, whose role ARNs are placeholders): each pod's service account
+  names a role of the stack (the annotation's role name against each role's RoleName, with
+  ${AWS::Region} as any region) whose trust names that service account and nothing else; pods
+  that parse granules without writing (roles within listener,worker) get no s3:PutObject or
+  s3:DeleteObject; writers (committer, native, the rechunk Job) get read, write and delete; only
+  listeners consume the queue; KEDA's role reads queue attributes and nothing else;
 - the Dockerfile: toolchain = rust-toolchain.toml, build packages = scripts/setup.sh, runtime
   packages provide every shared library of the binary (ldd + dpkg), non-root, no secrets,
   Cargo.lock + --locked, .dockerignore keeps the sources, hadolint.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -95,6 +102,16 @@ def host_release() -> str | None:
     except OSError:
         return None
     return m.group(1) if m else None
+
+
+# IAM: what each kind of pod needs or must not have (checked on the stack's roles).
+REPO_WRITE = ("s3:PutObject", "s3:DeleteObject")
+REPO_READ = ("s3:GetObject", "s3:ListBucket")
+SQS_CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+KEDA_ACTIONS = {"sqs:getqueueattributes", "sqs:getqueueurl"}
+# ${AWS::Region} in a RoleName: any region name (us-west-2, us-gov-west-1, cn-north-1...).
+REGION_RX = r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d+"
+ROLE_ARN_RX = re.compile(r"arn:aws[\w-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*([\w+=,.@-]+)")
 
 
 # Lists merged by key in a strategic-merge patch (the ones these manifests patch or may patch).
@@ -698,10 +715,187 @@ class Checker:
             queues = [r for r in res.values() if r.get("Type") == "AWS::SQS::Queue"]
             if not any("RedrivePolicy" in q.get("Properties", {}) for q in queues):
                 self.fail(f"{self.rel(t)}: no queue with a RedrivePolicy (dead-letter queue)")
+            self.check_buckets(t, res)
             if lint:
                 r = self.run([lint, str(t)])
                 if r.returncode != 0:
                     self.fail(f"cfn-lint {self.rel(t)}: {r.stdout}{r.stderr}")
+
+    def check_buckets(self, t: Path, res: dict) -> None:
+        """Every bucket of the stack holds repositories: versioned, so an overwrite or delete can
+        be undone, with a lifecycle rule that expires the noncurrent versions."""
+        for lid, r in res.items():
+            if r.get("Type") != "AWS::S3::Bucket":
+                continue
+            props = r.get("Properties", {})
+            if props.get("VersioningConfiguration", {}).get("Status") != "Enabled":
+                self.fail(f"{self.rel(t)}: bucket {lid}: VersioningConfiguration Status Enabled "
+                          f"missing (an overwrite or delete of the repository is then permanent)")
+            rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
+            if not any(ru.get("Status") == "Enabled"
+                       and isinstance(ru.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays"), int)
+                       for ru in rules):
+                self.fail(f"{self.rel(t)}: bucket {lid}: no enabled lifecycle rule with "
+                          f"NoncurrentVersionExpiration NoncurrentDays (old versions kept forever)")
+
+    # ---------------------------------------------------------------- IAM
+    def stack_roles(self) -> dict[str, dict]:
+        """The IAM roles of deploy/infra's templates: logical id -> {pattern (a regex of its
+        RoleName, None without one), statements (every Allow/Deny statement of its policies),
+        opaque (a managed policy this check cannot read), trust (the assume-role document, raw),
+        defaults (the template's parameter defaults, for the trust's ${...})}."""
+        roles: dict[str, dict] = {}
+        for t in sorted((self.deploy / "infra").glob("*.cfn.yaml")):
+            docs = self.load_docs(t)
+            if not docs:
+                continue
+            params = docs[0].get("Parameters", {}) or {}
+            res = docs[0].get("Resources", {}) or {}
+            # Policies attached from outside the role (AWS::IAM::Policy / ManagedPolicy).
+            attached: dict[str, list] = {}
+            for lid, r in res.items():
+                if r.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+                    for ref in r.get("Properties", {}).get("Roles", []):
+                        if isinstance(ref, dict) and "Ref" in ref:
+                            attached.setdefault(ref["Ref"], []).append(r["Properties"].get("PolicyDocument"))
+            for lid, r in res.items():
+                if r.get("Type") != "AWS::IAM::Role":
+                    continue
+                props = r.get("Properties", {})
+                docs_ = [pol.get("PolicyDocument") for pol in props.get("Policies", [])]
+                docs_ += attached.get(lid, [])
+                opaque = False
+                for arn in props.get("ManagedPolicyArns", []):
+                    target = res.get(arn.get("Ref"), {}) if isinstance(arn, dict) else {}
+                    if target.get("Type") == "AWS::IAM::ManagedPolicy":
+                        docs_.append(target["Properties"].get("PolicyDocument"))
+                    else:
+                        opaque = True
+                statements = []
+                for d in docs_:
+                    d = cfn_json(d, {})
+                    if not isinstance(d, dict):
+                        self.fail(f"{self.rel(t)}: role {lid}: a policy document this check cannot read")
+                        opaque = True
+                        continue
+                    st = d.get("Statement", [])
+                    statements += st if isinstance(st, list) else [st]
+                roles[lid] = {"pattern": role_name_pattern(props.get("RoleName"), params),
+                              "statements": statements, "opaque": opaque,
+                              "trust": props.get("AssumeRolePolicyDocument"),
+                              "defaults": {k: str(v["Default"]) for k, v in params.items()
+                                           if isinstance(v, dict) and v.get("Default") not in (None, "")}}
+        return roles
+
+    def role_of(self, tag: str, arn: str, roles: dict[str, dict]) -> str | None:
+        """The stack role an ARN names (by RoleName), or None after a failure message."""
+        m = ROLE_ARN_RX.fullmatch(arn or "")
+        if not m:
+            self.fail(f"{tag}: {arn!r} is not an IAM role ARN")
+            return None
+        hits = [lid for lid, r in roles.items() if r["pattern"] and re.fullmatch(r["pattern"], m.group(1))]
+        if len(hits) != 1:
+            self.fail(f"{tag}: role {m.group(1)} matches {len(hits)} roles of deploy/infra "
+                      f"({', '.join(hits) or 'none'}; a role needs a RoleName to be named)")
+            return None
+        return hits[0]
+
+    def check_iam(self, objs: list[dict], where: str, roles: dict[str, dict]) -> None:
+        by_kind: dict[str, dict[str, dict]] = {}
+        for o in objs:
+            by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+        sas = by_kind.get("ServiceAccount", {})
+        deps = by_kind.get("Deployment", {})
+        # (tag, pod spec, writer | reader | other, runs the listener, opens the repository)
+        pods = []
+        for dname, d in deps.items():
+            r = deployment_roles(d)
+            kind = ("writer" if r & {"committer", "native"} else
+                    "reader" if r and r <= {"listener", "worker"} else "other")
+            pods.append((f"{where}: Deployment {dname}", d["spec"]["template"]["spec"], kind,
+                         "listener" in r, bool(r & {"listener", "api", "committer", "native"})))
+        for jname, j in by_kind.get("Job", {}).items():
+            pod = j["spec"]["template"]["spec"]
+            rechunk = any((c.get("args") or [None])[0] == "rechunk" for c in pod.get("containers", []))
+            pods.append((f"{where}: Job {jname}", pod, "writer" if rechunk else "other", False, rechunk))
+        pod_roles: dict[str, set[tuple[str, str]]] = {}
+        for tag, pod, kind, listener, uses_repo in pods:
+            sa = pod.get("serviceAccountName")
+            if sa not in sas:
+                self.fail(f"{tag}: service account {sa} is not defined")
+                continue
+            ns = sas[sa]["metadata"].get("namespace", "default")
+            arn = sas[sa]["metadata"].get("annotations", {}).get("eks.amazonaws.com/role-arn", "")
+            lid = self.role_of(f"{tag}: service account {sa}", arn, roles)
+            if lid is None:
+                continue
+            role = roles[lid]
+            pod_roles.setdefault(lid, set()).add((ns, sa))
+            tag = f"{tag} (service account {sa}, role {lid})"
+            if kind == "reader":
+                for a in REPO_WRITE:
+                    if grants(role, a, unknown=True):
+                        self.fail(f"{tag}: parses untrusted granules and never writes the repository, "
+                                  f"but its role allows {a}")
+            if kind == "writer":
+                for a in REPO_READ + REPO_WRITE:
+                    if not grants(role, a, unknown=False):
+                        self.fail(f"{tag}: writes a repository, but its role does not allow {a}")
+            elif uses_repo:
+                for a in REPO_READ:
+                    if not grants(role, a, unknown=False):
+                        self.fail(f"{tag}: opens the repository, but its role does not allow {a}")
+            for a in SQS_CONSUME:
+                if listener and not grants(role, a, unknown=False):
+                    self.fail(f"{tag}: runs the listener, but its role does not allow {a}")
+                if not listener and grants(role, a, unknown=True):
+                    self.fail(f"{tag}: runs no listener, but its role allows {a}")
+        # Each pod role is assumed by its own service accounts' web identity, nobody else.
+        for lid, accounts in sorted(pod_roles.items()):
+            want, subs, others = set(), set(), []
+            for ns, sa in accounts:
+                want.add(f"system:serviceaccount:{ns}:{sa}")
+                s_, o_ = trust_of(roles[lid], ns)
+                subs |= s_
+                others += [o for o in o_ if o not in others]
+            if want - subs:
+                self.fail(f"{where}: role {lid}: its trust does not name {sorted(want - subs)}")
+            if subs - want or others:
+                self.fail(f"{where}: role {lid}: its trust also admits {sorted(subs - want) + others} "
+                          f"(only {sorted(want)} should assume it)")
+        # KEDA's role: queue attributes only.
+        for taname, ta in by_kind.get("TriggerAuthentication", {}).items():
+            pi = ta["spec"].get("podIdentity", {})
+            if pi.get("provider") not in ("aws", "aws-eks"):
+                continue
+            tag = f"{where}: TriggerAuthentication {taname}"
+            if pi.get("roleArn"):
+                lid = self.role_of(tag, pi["roleArn"], roles)
+            elif pi.get("identityOwner") == "workload":
+                lid = None
+                for so in by_kind.get("ScaledObject", {}).values():
+                    if any(t.get("authenticationRef", {}).get("name") == taname for t in so["spec"]["triggers"]):
+                        d = deps.get(so["spec"]["scaleTargetRef"]["name"], {})
+                        sa = sas.get(d.get("spec", {}).get("template", {}).get("spec", {}).get("serviceAccountName"), {})
+                        lid = self.role_of(tag, sa.get("metadata", {}).get("annotations", {}).get(
+                            "eks.amazonaws.com/role-arn", ""), roles)
+            else:
+                self.notes.append(f"{tag}: KEDA uses its operator's own role, not checked here")
+                continue
+            if lid is None:
+                continue
+            role = roles[lid]
+            extra = sorted({a for st in role["statements"] if st.get("Effect") == "Allow"
+                            for a in (["NotAction"] if "NotAction" in st else as_list(st.get("Action")))
+                            if a.lower() not in KEDA_ACTIONS} | ({"a managed policy"} if role["opaque"] else set()))
+            if extra:
+                self.fail(f"{tag}: KEDA's role {lid} allows more than reading the queue's "
+                          f"attributes: {extra}")
+            if not grants(role, "sqs:GetQueueAttributes", unknown=False):
+                self.fail(f"{tag}: KEDA's role {lid} does not allow sqs:GetQueueAttributes")
+            if not trust_of(role, "")[1]:
+                self.fail(f"{tag}: KEDA's role {lid} does not trust an AWS principal (the KEDA "
+                          f"operator's role assumes it)")
 
     # ---------------------------------------------------------------- Dockerfile
     def check_dockerfile(self) -> None:
@@ -886,7 +1080,114 @@ class Checker:
         self.check_rules(overlay)
         self.check_dashboard(overlay)
         self.check_infra()
+        roles = self.stack_roles()
+        for where, objs in builds.items():
+            if where != "deploy/base":
+                self.check_iam(objs, where, roles)
         self.check_dockerfile()
+
+
+def cfn_sub(v, subst: dict[str, str]):
+    """A CloudFormation string value (plain, Fn::Sub, Ref) as text: ${Name} from subst, any other
+    ${...} and Ref as <Name>; None for anything else."""
+    if isinstance(v, dict) and "Fn::Sub" in v:
+        body = v["Fn::Sub"]
+        text, local = (body[0], body[1]) if isinstance(body, list) else (body, {})
+        return re.sub(r"\$\{([^}!]+)\}",
+                      lambda m: subst.get(m.group(1), f"<{m.group(1)}>") if m.group(1) not in local
+                      else f"<{m.group(1)}>", text)
+    if isinstance(v, dict) and "Ref" in v:
+        return subst.get(v["Ref"], f"<{v['Ref']}>")
+    return v if isinstance(v, str) else None
+
+
+def cfn_json(v, subst: dict[str, str]):
+    """A policy document: a mapping (strings inside resolved as cfn_sub does), or a Fn::Sub JSON
+    string."""
+    if isinstance(v, dict) and "Fn::Sub" in v:
+        try:
+            return json.loads(cfn_sub(v, subst))
+        except (json.JSONDecodeError, TypeError):
+            return None
+    if isinstance(v, dict) and len(v) == 1 and next(iter(v)).startswith(("Ref", "Fn::")):
+        return cfn_sub(v, subst)
+    if isinstance(v, dict):
+        return {k: cfn_json(x, subst) for k, x in v.items()}
+    if isinstance(v, list):
+        return [cfn_json(x, subst) for x in v]
+    return v
+
+
+def role_name_pattern(name, params: dict) -> str | None:
+    """A regex of the names a RoleName can take: ${AWS::Region} any region, ${AWS::AccountId} any
+    account, a parameter its default (or any name without one)."""
+    if isinstance(name, str):
+        return re.escape(name)
+    if isinstance(name, dict) and "Ref" in name:
+        d = params.get(name["Ref"], {}).get("Default")
+        return re.escape(d) if d else None
+    if not (isinstance(name, dict) and isinstance(name.get("Fn::Sub"), str)):
+        return None
+    out = []
+    for i, part in enumerate(re.split(r"\$\{([^}]+)\}", name["Fn::Sub"])):
+        if i % 2 == 0:
+            out.append(re.escape(part))
+        elif part == "AWS::Region":
+            out.append(REGION_RX)
+        elif part == "AWS::AccountId":
+            out.append(r"\d{12}")
+        elif params.get(part, {}).get("Default"):
+            out.append(re.escape(str(params[part]["Default"])))
+        else:
+            out.append(r"[\w+=,.@-]+")
+    return "".join(out)
+
+
+def as_list(v) -> list:
+    return v if isinstance(v, list) else [v] if v is not None else []
+
+
+def grants(role: dict, action: str, unknown: bool) -> bool:
+    """Whether an Allow statement of the role matches the action (wildcards, NotAction); a
+    managed policy the check cannot read answers `unknown`."""
+    for st in role["statements"]:
+        if st.get("Effect") != "Allow":
+            continue
+        if "NotAction" in st:
+            if not any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in as_list(st["NotAction"])):
+                return True
+            continue
+        if any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in as_list(st.get("Action"))):
+            return True
+    return unknown if role["opaque"] else False
+
+
+def trust_of(role: dict, namespace: str) -> tuple[set[str], list[str]]:
+    """(the service-account subjects a role's trust policy admits with web identity, with
+    ${Namespace} as given and other parameters at their defaults; every other principal it
+    admits)."""
+    d = cfn_json(role["trust"], {**role["defaults"], "Namespace": namespace})
+    subs: set[str] = set()
+    others: list[str] = []
+    for st in as_list(d.get("Statement") if isinstance(d, dict) else None):
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        pr = st.get("Principal", {})
+        if not isinstance(pr, dict):
+            others.append(str(pr))
+            continue
+        for kind, v in pr.items():
+            if kind != "Federated":
+                others += [f"{kind}:{x}" for x in as_list(v)]
+        if "Federated" in pr:
+            found = [x for op in ("StringEquals", "StringLike")
+                     for k, x in st.get("Condition", {}).get(op, {}).items() if k.endswith(":sub")]
+            if not found:
+                others.append(f"Federated:{pr['Federated']} (any subject)")
+            for x in found:
+                for sub in as_list(x):
+                    subs.add(sub)
+    return subs, others
 
 
 def parse_duration(s: str) -> float:

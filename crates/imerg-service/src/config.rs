@@ -747,7 +747,7 @@ impl ServiceConfig {
             ];
             if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {
                 return Err(invalid(format!(
-                    "--grpc-addr {} is reachable beyond loopback but no {what} token is set: give                      --{what}-token-file, bind 127.0.0.1, or pass --insecure-no-auth",
+                    "--grpc-addr {} is reachable beyond loopback but no {what} token is set: give --{what}-token-file, bind 127.0.0.1, or pass --insecure-no-auth",
                     self.grpc_addr
                 )));
             }

@@ -33,7 +33,16 @@ pub(crate) struct State {
     pub jobs: Option<Arc<imerg_ingest_api::JobManager>>,
     /// The critical tasks and the parse limit `/healthz` checks.
     pub liveness: Arc<Liveness>,
+    /// The repository's last answer to `/readyz`, reused for a second: the endpoint is
+    /// unauthenticated, and each call would otherwise read the branch tip (review L9).
+    pub readiness: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Answer)>>>,
 }
+
+/// An HTTP status and body.
+type Answer = (StatusCode, String);
+
+/// How long `/readyz` reuses the repository's last answer.
+const READINESS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// What `/healthz` checks: the critical tasks (each with a token cancelled when it ends, by
 /// return or by panic) and how long one libhdf5 parse may run (review M8).
@@ -146,8 +155,14 @@ async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
             "ready (no repository in this role)\n".into(),
         );
     };
+    let mut last = s.readiness.lock().await;
+    if let Some((at, answer)) = last.as_ref()
+        && at.elapsed() < READINESS_FRESH_FOR
+    {
+        return answer.clone();
+    }
     let branch = dataset.config().branch.clone();
-    match tokio::time::timeout(Duration::from_secs(5), dataset.branch_tip()).await {
+    let answer = match tokio::time::timeout(Duration::from_secs(5), dataset.branch_tip()).await {
         Ok(Ok(tip)) => (StatusCode::OK, format!("ready: {branch} at {tip}\n")),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -157,7 +172,9 @@ async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "repository did not answer within 5 s\n".into(),
         ),
-    }
+    };
+    *last = Some((std::time::Instant::now(), answer.clone()));
+    answer
 }
 
 /// The router of the HTTP port.

@@ -421,6 +421,7 @@ impl Service {
                     status: Arc::clone(&status_cache),
                     jobs: jobs.clone(),
                     liveness: Arc::clone(&liveness),
+                    readiness: Arc::default(),
                 }),
             )
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())

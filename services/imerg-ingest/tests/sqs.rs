@@ -333,3 +333,61 @@ fn a_traceparent_in_the_message_attributes_parents_the_granule_trace() {
         assert!(names.contains(n), "{n} not in {names:?}");
     }
 }
+
+/// Review L13: a message's granules were ingested one after another, so an S3 event with 1000
+/// records could outlive its lease. Now 8 at a time: a 1000-record event (24 granules, each
+/// named about 42 times, as repeated events of one object would) is received once, every granule
+/// lands, and the message is deleted.
+#[test]
+fn a_thousand_record_event_is_received_once_and_deleted() {
+    let py = python();
+    let stack = Stack::start(&py, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    synth(&local, "2024-07-02T00:00", "2024-07-02T12:00");
+    let k = keys("2024-07-02T00:00", "2024-07-02T12:00");
+    for key in &k {
+        stack.put(key, &std::fs::read(local.join(key)).unwrap());
+    }
+    let server = Server::spawn(dir.path(), &args(&stack.serve_args(true)), ENVS);
+    stack.wait_until(Duration::from_secs(120), 0, |s| {
+        s["granules_present"] == k.len()
+    });
+    let records: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                r#"{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"imerg-src"}},"object":{{"key":"{}"}}}}}}"#,
+                k[i % k.len()]
+            )
+        })
+        .collect();
+    let (_, before) = server.get("/metrics");
+    let received = |m: &str| metric(m, "imerg_granules_received_total{source=\"sqs\"}");
+    let deleted = |m: &str| {
+        metric(
+            m,
+            "imerg_sqs_messages_total{outcome=\"deleted\",reason=\"\"}",
+        )
+    };
+    stack.send(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
+    let t0 = std::time::Instant::now();
+    let m = loop {
+        let (_, m) = server.get("/metrics");
+        if deleted(&m) > deleted(&before) {
+            break m;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "not deleted: {m}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        received(&m) - received(&before),
+        1000.0,
+        "received once: {m}"
+    );
+    assert_eq!(deleted(&m) - deleted(&before), 1.0, "{m}");
+    assert_eq!(
+        metric_opt(&m, "imerg_sqs_messages_total{outcome=\"kept\",reason=\"\"}").unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(stack.pending(), 0);
+}

@@ -345,7 +345,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_a_prune_every_update_within_the_retention_stays_in_the_ops_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, repo) = five_updates_per_file(dir.path()).await;
+        let (_, repo) = five_updates_per_file(dir.path()).await;
         commits(&repo, 0, 60).await;
         let cutoff = chrono::Utc::now() + chrono::Duration::seconds(1);
         tokio::time::sleep(Duration::from_millis(1100)).await;

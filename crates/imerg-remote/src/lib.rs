@@ -188,8 +188,73 @@ pub(crate) fn tune(e: Endpoint) -> Endpoint {
         .keep_alive_while_idle(true)
 }
 
-fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(tune(Endpoint::from_shared(addr.to_string())?).connect_lazy())
+/// TLS toward the other roles: the CA certificate (PEM) that signed their certificates. Peers
+/// named `https://host:port` are reached over TLS and must present a certificate for `host`
+/// signed by it; `http://` peers stay plaintext (review M10).
+#[derive(Clone)]
+pub struct ClientTls {
+    ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_pem_bytes", &self.ca_pem.len())
+            .finish()
+    }
+}
+
+/// Makes ring the process's TLS provider (once; later calls do nothing). rustls panics at the
+/// first handshake when more than one provider is compiled in and none is installed, and this
+/// dependency tree has two (ring, for tonic; aws-lc-rs, for the AWS SDK). Call before any TLS
+/// configuration is built.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl ClientTls {
+    pub fn new(ca_pem: Vec<u8>) -> Self {
+        install_tls_provider();
+        Self { ca_pem }
+    }
+
+    /// `e` with TLS verifying the peer as `host`.
+    pub fn apply(&self, e: Endpoint, host: &str) -> Result<Endpoint, tonic::transport::Error> {
+        e.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+                .domain_name(host),
+        )
+    }
+}
+
+/// Why a peer address cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    #[error("{0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0} is https:// but no CA is configured (--tls-ca-file)")]
+    NoCa(String),
+}
+
+/// The host of an `http(s)://host:port` URL.
+fn host_of(addr: &str) -> &str {
+    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn channel(addr: &str, tls: Option<&ClientTls>) -> Result<Channel, PeerError> {
+    let e = tune(Endpoint::from_shared(addr.to_string())?);
+    let e = match (addr.starts_with("https://"), tls) {
+        (true, Some(t)) => t.apply(e, host_of(addr))?,
+        (true, None) => return Err(PeerError::NoCa(addr.to_string())),
+        (false, _) => e,
+    };
+    Ok(e.connect_lazy())
 }
 
 /// The largest message between roles, both ways (a granule's references with their Zarr
@@ -214,11 +279,18 @@ pub struct GrpcWorker {
 impl GrpcWorker {
     /// Connects lazily: the workers may start after this process. Needs a Tokio runtime.
     /// `token`: the internal token the workers check (None: they accept loopback callers).
-    pub fn new(addr: &str, token: Option<&str>) -> Result<Self, AddrError> {
+    pub fn new(
+        addr: &str,
+        token: Option<&str>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, AddrError> {
         Ok(Self {
-            client: v1::worker_service_client::WorkerServiceClient::new(balanced_channel(addr)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            client: v1::worker_service_client::WorkerServiceClient::new(balanced_channel(
+                addr,
+                tls.cloned(),
+            )?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
             bearer: auth::bearer(token),
         })
     }
@@ -277,9 +349,13 @@ pub struct GrpcAppender {
 impl GrpcAppender {
     /// Connects lazily: the committer may start after this process. `token`: the internal
     /// token the committer checks.
-    pub fn new(addr: &str, token: Option<&str>) -> Result<Self, tonic::transport::Error> {
+    pub fn new(
+        addr: &str,
+        token: Option<&str>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, PeerError> {
         Ok(Self {
-            client: v1::commit_service_client::CommitServiceClient::new(channel(addr)?)
+            client: v1::commit_service_client::CommitServiceClient::new(channel(addr, tls)?)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             bearer: auth::bearer(token),
@@ -337,6 +413,17 @@ impl Appender for GrpcAppender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_peer_urls() {
+        assert_eq!(host_of("https://imerg-committer:50051"), "imerg-committer");
+        assert_eq!(host_of("https://[::1]:9/"), "::1");
+        assert_eq!(host_of("http://10.0.0.7:50051"), "10.0.0.7");
+        assert!(matches!(
+            channel("https://localhost:1", None),
+            Err(PeerError::NoCa(_))
+        ));
+    }
 
     #[test]
     fn every_reason_survives_the_wire() {

@@ -323,6 +323,18 @@ pub struct ServiceConfig {
     /// File holding the internal token.
     #[arg(long, env = "IMERG_INTERNAL_TOKEN_FILE")]
     pub internal_token_file: Option<PathBuf>,
+    /// TLS on the gRPC port: this certificate chain (PEM), with --tls-key-file. Operators' and
+    /// the other roles' clients then connect with `https://` and verify it.
+    #[arg(long, env = "IMERG_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "IMERG_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the other roles' certificates: peers given as
+    /// `https://host:port` (--worker-addr, --committer-addr) are reached over TLS and verified
+    /// as `host` with it.
+    #[arg(long, env = "IMERG_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Serve gRPC beyond loopback without the tokens its services need (operator token for the
     /// api role, internal token for committer and worker). Without this flag such a
     /// configuration is refused: behind a sidecar proxy or `kubectl port-forward` every caller
@@ -433,6 +445,10 @@ pub struct Settings {
     pub committer_addr: Option<String>,
     pub committer_timeout: Duration,
     pub parse_stuck_after: Duration,
+    /// TLS on the gRPC port: certificate chain and private key files (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The CA (PEM file) for `https://` peers.
+    pub tls_ca: Option<PathBuf>,
     /// The SQS queue, when this process listens to one.
     pub sqs: Option<SqsConfig>,
     /// The local directory watcher, when this process runs it.
@@ -804,6 +820,8 @@ impl ServiceConfig {
             committer_addr: self.committer_addr.clone(),
             committer_timeout: self.committer_timeout,
             parse_stuck_after: self.parse_stuck_after,
+            tls: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
+            tls_ca: self.tls_ca_file.clone(),
             sqs,
             watch,
             committer,

@@ -42,6 +42,7 @@ pub(crate) async fn router(
     commit: Option<imerg_remote::CommitServer>,
     worker: Option<imerg_remote::WorkerServer>,
     internal_auth: imerg_remote::InternalAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(GrpcRouter, Health), ServiceError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Reflection v1 for grpcurl, and v1alpha for the tools that only ask for it (grpcui,
@@ -78,7 +79,14 @@ pub(crate) async fn router(
     }
     // Bounded per connection, and HTTP/2 pings find clients that vanished without closing
     // (review L9). No whole-call timeout: WatchJob streams for as long as a job runs.
-    let router = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // Review M10: tokens then travel encrypted.
+        server = server
+            .tls_config(tls)
+            .map_err(|e| ServiceError::Grpc(format!("TLS: {e}")))?;
+    }
+    let router = server
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -193,10 +193,17 @@ impl Service {
         });
         let internal_token = settings.internal_token.as_ref().map(|t| t.expose());
         let ingestor = if roles.drives_pipeline() {
+            // TLS toward https:// peers, verified with the configured CA.
+            let client_tls = match &settings.tls_ca {
+                Some(p) => Some(imerg_remote::ClientTls::new(std::fs::read(p).map_err(
+                    |e| ServiceError::Peer(format!("--tls-ca-file {}: {e}", p.display())),
+                )?)),
+                None => None,
+            };
             let worker: Arc<dyn Worker> = match (&local_worker, &settings.worker_addr) {
                 (Some(w), _) => Arc::clone(w),
                 (None, Some(addr)) => Arc::new(
-                    imerg_remote::GrpcWorker::new(addr, internal_token)
+                    imerg_remote::GrpcWorker::new(addr, internal_token, client_tls.as_ref())
                         .map_err(|e| ServiceError::Peer(format!("--worker-addr: {e}")))?,
                 ),
                 (None, None) => return Err(ConfigError::Invalid("no worker".into()).into()),
@@ -204,7 +211,7 @@ impl Service {
             let appender: Arc<dyn Appender> = match (&committer, &settings.committer_addr) {
                 (Some((h, _)), _) => Arc::new(h.clone()),
                 (None, Some(addr)) => Arc::new(
-                    imerg_remote::GrpcAppender::new(addr, internal_token)
+                    imerg_remote::GrpcAppender::new(addr, internal_token, client_tls.as_ref())
                         .map_err(|e| ServiceError::Peer(format!("--committer-addr: {e}")))?
                         .with_timeout(settings.committer_timeout),
                 ),
@@ -381,8 +388,24 @@ impl Service {
             .map(|w| imerg_remote::WorkerServer::new(Arc::clone(w), Arc::clone(&profile)));
         let internal_auth =
             imerg_remote::InternalAuth::new(settings.internal_token.as_ref().map(|t| t.expose()));
+        let server_tls = match &settings.tls {
+            Some((cert, key)) => {
+                imerg_remote::install_tls_provider();
+                let read = |p: &std::path::PathBuf, what: &str| {
+                    std::fs::read(p)
+                        .map_err(|e| ServiceError::Grpc(format!("{what} {}: {e}", p.display())))
+                };
+                Some(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(
+                        read(cert, "--tls-cert-file")?,
+                        read(key, "--tls-key-file")?,
+                    ),
+                ))
+            }
+            None => None,
+        };
         let (router, health) =
-            grpc::router(api, commit_server, worker_server, internal_auth).await?;
+            grpc::router(api, commit_server, worker_server, internal_auth, server_tls).await?;
         let grpc_stop = CancellationToken::new();
         let mut grpc_task = tokio::spawn(router.serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),

@@ -18,6 +18,9 @@ pub struct Args {
     /// Operator bearer token (needed for starting and cancelling jobs when the server has one).
     #[arg(long, env = "IMERG_OPERATOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The CA certificate (PEM) that signed an `https://` server's certificate.
+    #[arg(long, env = "IMERG_TLS_CA_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
     /// Range start (inclusive): YYYY-MM-DD, YYYY-MM-DDTHH:MM or RFC 3339, UTC.
     #[arg(long, required_unless_present_any = ["job", "list", "cancel"])]
     start: Option<String>,
@@ -171,7 +174,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let channel = tonic::transport::Endpoint::from_shared(args.server.clone())?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(args.server.clone())?;
+    if args.server.starts_with("https://") {
+        imerg_remote::install_tls_provider();
+        let ca = args.tls_ca_file.as_ref().context(
+            "an https:// server needs --tls-ca-file (the CA that signed its certificate)",
+        )?;
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let host = endpoint.uri().host().unwrap_or_default().to_string();
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                .domain_name(host),
+        )?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.server))?;

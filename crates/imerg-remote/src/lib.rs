@@ -393,7 +393,18 @@ impl Appender for GrpcAppender {
             ));
         };
         let r = r
-            .map_err(|s| from_status(&s, Reason::CommitterUnavailable))?
+            .map_err(|s| match s.code() {
+                // The deadline sent with the call expired on the way (tonic's own timer can
+                // fire before ours): the same failure, said the same way.
+                Code::DeadlineExceeded | Code::Cancelled => IngestError::new(
+                    Reason::CommitterUnavailable,
+                    format!(
+                        "{}: the committer did not answer within {:?}",
+                        granule.key, self.timeout
+                    ),
+                ),
+                _ => from_status(&s, Reason::CommitterUnavailable),
+            })?
             .into_inner();
         let outcome = outcome_from_proto(r.outcome).ok_or_else(|| {
             IngestError::new(

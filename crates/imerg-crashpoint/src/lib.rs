@@ -107,17 +107,22 @@ pub fn requested_but_disabled() -> bool {
     !ENABLED && (std::env::var_os(ENV).is_some() || std::env::var_os(FAULT_ENV).is_some())
 }
 
+/// `IMERG_FAULT_AT` as (point, action), read once.
+fn fault_spec() -> Option<&'static (String, String)> {
+    static FAULT: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    FAULT
+        .get_or_init(|| {
+            let v = std::env::var(FAULT_ENV).ok()?;
+            let (p, a) = v.split_once(':')?;
+            Some((p.trim().to_string(), a.trim().to_string()))
+        })
+        .as_ref()
+}
+
 /// Whether `IMERG_FAULT_AT` is `point:action` (always false without the `enabled` feature):
 /// for async code, which must not block its thread to hang.
 pub fn armed(point: &str, action: &str) -> bool {
-    ENABLED
-        && std::env::var(FAULT_ENV)
-            .ok()
-            .and_then(|v| {
-                v.split_once(':')
-                    .map(|(p, a)| p.trim() == point && a.trim() == action)
-            })
-            .unwrap_or(false)
+    ENABLED && fault_spec().is_some_and(|(p, a)| p == point && a == action)
 }
 
 /// Marks a fault point: without the `enabled` feature, nothing.
@@ -128,23 +133,14 @@ pub fn fault(_point: &str) {}
 /// Marks a fault point; hangs or panics there if `IMERG_FAULT_AT` says so.
 #[cfg(feature = "enabled")]
 pub fn fault(point: &str) {
-    static FAULT: OnceLock<Option<(String, String)>> = OnceLock::new();
-    let armed = FAULT.get_or_init(|| {
-        let v = std::env::var(FAULT_ENV).ok()?;
-        let (p, a) = v.split_once(':')?;
-        Some((p.trim().to_string(), a.trim().to_string()))
-    });
-    match armed {
-        Some((p, action)) if p == point && action == "hang" => {
-            eprintln!("imerg-ingest: fault point {point}: hanging");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+    if armed(point, "hang") {
+        eprintln!("imerg-ingest: fault point {point}: hanging");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
-        Some((p, action)) if p == point && action == "panic" => {
-            panic!("fault point {point}: panic as IMERG_FAULT_AT asks")
-        }
-        _ => {}
+    }
+    if armed(point, "panic") {
+        panic!("fault point {point}: panic as IMERG_FAULT_AT asks")
     }
 }
 

@@ -218,6 +218,18 @@ impl ClientTls {
         Self { ca_pem }
     }
 
+    /// The endpoint of `addr`: for `https://`, with TLS verifying the peer as the URL's host
+    /// (which needs `tls`).
+    pub fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, PeerError> {
+        let e = Endpoint::from_shared(addr.to_string())?;
+        if !addr.starts_with("https://") {
+            return Ok(e);
+        }
+        let tls = tls.ok_or_else(|| PeerError::NoCa(addr.to_string()))?;
+        let host = e.uri().host().unwrap_or_default().to_string();
+        Ok(tls.apply(e, &host)?)
+    }
+
     /// `e` with TLS verifying the peer as `host`.
     pub fn apply(&self, e: Endpoint, host: &str) -> Result<Endpoint, tonic::transport::Error> {
         e.tls_config(
@@ -239,22 +251,8 @@ pub enum PeerError {
     NoCa(String),
 }
 
-/// The host of an `http(s)://host:port` URL.
-fn host_of(addr: &str) -> &str {
-    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 fn channel(addr: &str, tls: Option<&ClientTls>) -> Result<Channel, PeerError> {
-    let e = tune(Endpoint::from_shared(addr.to_string())?);
-    let e = match (addr.starts_with("https://"), tls) {
-        (true, Some(t)) => t.apply(e, host_of(addr))?,
-        (true, None) => return Err(PeerError::NoCa(addr.to_string())),
-        (false, _) => e,
-    };
-    Ok(e.connect_lazy())
+    Ok(tune(ClientTls::endpoint(addr, tls)?).connect_lazy())
 }
 
 /// The largest message between roles, both ways (a granule's references with their Zarr
@@ -426,14 +424,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_of_peer_urls() {
-        assert_eq!(host_of("https://imerg-committer:50051"), "imerg-committer");
-        assert_eq!(host_of("https://[::1]:9/"), "::1");
-        assert_eq!(host_of("http://10.0.0.7:50051"), "10.0.0.7");
+    fn an_https_peer_needs_a_ca() {
         assert!(matches!(
-            channel("https://localhost:1", None),
+            ClientTls::endpoint("https://localhost:1", None),
             Err(PeerError::NoCa(_))
         ));
+        assert!(ClientTls::endpoint("http://localhost:1", None).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use imerg_dataset::Dataset;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::status_page::{self, StatusCache};
+use crate::status_page;
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -27,8 +27,6 @@ pub(crate) struct State {
     pub queue: Option<Arc<imerg_listener::QueueHealth>>,
     /// False from the moment shutdown starts: load balancers stop sending work first.
     pub ready: Arc<AtomicBool>,
-    /// The store's status as the background refresh last saw it (the status page).
-    pub status: Arc<StatusCache>,
     /// The backfill jobs, when this process runs the API role.
     pub jobs: Option<Arc<imerg_ingest_api::JobManager>>,
     /// The critical tasks and the parse limit `/healthz` checks.
@@ -106,7 +104,7 @@ impl Liveness {
 /// The status page (see [`crate::status_page`]).
 async fn status_page(AxumState(s): AxumState<State>) -> axum::response::Html<String> {
     let (status, error) = match &s.dataset {
-        Some(ds) => match status_page::current(ds, &s.status).await {
+        Some(ds) => match status_page::current(ds).await {
             Ok(st) => (Some(st), None),
             Err(e) => (None, Some(e)),
         },

@@ -428,7 +428,6 @@ impl Service {
         };
         let queue_health = queue.as_ref().map(|_| Arc::new(QueueHealth::default()));
         let http_stop = CancellationToken::new();
-        let status_cache = Arc::new(status_page::StatusCache::default());
         let liveness = Arc::new(http::Liveness::new(settings.parse_stuck_after));
         if let Some((_, c)) = &committer {
             liveness.watch("committer", c.finished());
@@ -441,7 +440,6 @@ impl Service {
                     dataset: dataset.clone(),
                     queue: queue_health.clone(),
                     ready: Arc::clone(&ready),
-                    status: Arc::clone(&status_cache),
                     jobs: jobs.clone(),
                     liveness: Arc::clone(&liveness),
                     readiness: Arc::default(),
@@ -452,12 +450,7 @@ impl Service {
         );
 
         // Background gauges.
-        telemetry::spawn_gauges(
-            dataset.clone(),
-            Arc::clone(&status_cache),
-            earthdata,
-            background.clone(),
-        );
+        telemetry::spawn_gauges(dataset.clone(), earthdata, background.clone());
 
         // The drivers: local directory watcher and SQS listener.
         if let (Some(w), Some(ds), Some(ing)) = (&settings.watch, &dataset, &ingestor) {

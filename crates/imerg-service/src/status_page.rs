@@ -1,7 +1,7 @@
 //! The status page at `/` on the HTTP port: what a person checks first, in one screen, without
 //! Grafana: coverage of the product's record, gaps, ingest lag, running backfill jobs and recent
-//! commits. Server-side HTML (no script), from the status the background gauges refresh every
-//! 15 s, or computed on the spot when the branch has moved since. Every text from the store is escaped.
+//! commits. Server-side HTML (no script), from the store's status as computed once per branch move
+//! (`Dataset::status_shared`, which the gauges and GetStatus share). Every text from the store is escaped.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -10,22 +10,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use imerg_dataset::{Dataset, Status};
 use imerg_ingest_api::{JobState, JobStatus};
-
-/// The last status the background refresh computed, shared with the page.
-#[derive(Debug, Default)]
-pub(crate) struct StatusCache(std::sync::RwLock<Option<Arc<Status>>>);
-
-impl StatusCache {
-    pub(crate) fn set(&self, s: Arc<Status>) {
-        if let Ok(mut c) = self.0.write() {
-            *c = Some(s);
-        }
-    }
-
-    pub(crate) fn get(&self) -> Option<Arc<Status>> {
-        self.0.read().ok().and_then(|c| c.clone())
-    }
-}
 
 /// Gaps listed on the page (the count covers them all).
 const GAPS_SHOWN: usize = 10;
@@ -236,18 +220,10 @@ async fn within<T>(
     }
 }
 
-/// The status to show: the cached one while the branch has not moved since, else one computed
-/// now (at most 5 s).
-pub(crate) async fn current(dataset: &Dataset, cache: &StatusCache) -> Result<Arc<Status>, String> {
-    let tip = within(dataset.branch_tip()).await?;
-    if let Some(s) = cache.get()
-        && s.last_commit.as_ref().is_some_and(|c| c.id == tip)
-    {
-        return Ok(s);
-    }
-    let s = Arc::new(within(dataset.status()).await?);
-    cache.set(Arc::clone(&s));
-    Ok(s)
+/// The status to show: the store's shared one (computed once per branch move, see
+/// `Dataset::status_shared`), given at most 5 s.
+pub(crate) async fn current(dataset: &Dataset) -> Result<Arc<Status>, String> {
+    within(dataset.status_shared()).await
 }
 
 #[cfg(test)]

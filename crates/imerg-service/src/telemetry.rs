@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::ServiceError;
-use crate::status_page::StatusCache;
 
 fn install() -> Result<PrometheusHandle, String> {
     let mut b = PrometheusBuilder::new();
@@ -58,12 +57,11 @@ pub fn prometheus() -> Result<PrometheusHandle, ServiceError> {
 /// the Earthdata credentials' expiry (when configured).
 pub(crate) fn spawn_gauges(
     dataset: Option<Arc<Dataset>>,
-    status: Arc<StatusCache>,
     earthdata: Option<Arc<imerg_credentials::EarthdataCredentialProvider>>,
     stop: CancellationToken,
 ) {
     if let Some(ds) = dataset {
-        tokio::spawn(refresh_gauges(ds, status, stop.clone()));
+        tokio::spawn(refresh_gauges(ds, stop.clone()));
     }
     if let Some(p) = earthdata {
         tokio::spawn(async move {
@@ -84,9 +82,9 @@ pub(crate) fn spawn_gauges(
 }
 
 /// Status gauges of the store, refreshed every 15 s until `stop`.
-async fn refresh_gauges(dataset: Arc<Dataset>, cache: Arc<StatusCache>, stop: CancellationToken) {
+async fn refresh_gauges(dataset: Arc<Dataset>, stop: CancellationToken) {
     loop {
-        if let Ok(st) = dataset.status().await {
+        if let Ok(st) = dataset.status_shared().await {
             metrics::gauge!(m::MANIFESTS).set(st.manifests as f64);
             metrics::gauge!(m::LARGEST_MANIFEST_BYTES).set(st.largest_manifest_bytes as f64);
             metrics::gauge!(m::GRANULES_PRESENT).set(st.granules_present as f64);
@@ -95,7 +93,6 @@ async fn refresh_gauges(dataset: Arc<Dataset>, cache: Arc<StatusCache>, stop: Ca
                 metrics::gauge!(m::INGEST_LAG_SECONDS).set(lag);
                 metrics::gauge!(m::LAST_GRANULE_TIMESTAMP).set(t.timestamp() as f64);
             }
-            cache.set(Arc::new(st));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}

@@ -148,7 +148,7 @@ fn random_sigkills_during_an_sqs_backlog_and_a_backfill_lose_and_double_nothing(
         v1::JobState::Succeeded as i32,
         "seed {seed}: {job:?}"
     );
-    let writes = stack.writes_per_granule(&py);
+    let writes = stack.writes_per_granule();
     for key in &k {
         assert_eq!(
             writes.get(key),

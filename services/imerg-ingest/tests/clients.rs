@@ -6,27 +6,7 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-
-/// Runs tests/python/NAME with the test venv's Python and asserts it succeeded.
-fn python_script(name: &str, args: &[&str]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python")
-        .join(name);
-    let out = Command::new(common::python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 #[test]
 fn a_generic_client_lists_and_calls_every_rpc_through_reflection() {
@@ -35,9 +15,14 @@ fn a_generic_client_lists_and_calls_every_rpc_through_reflection() {
     server.wait_added(48);
     let addr = server.grpc.trim_start_matches("http://").to_string();
     // The demo's day: the job finds every granule present already.
-    let out = python_script(
+    let out = common::python_script(
         "grpc_generic_client.py",
-        &[&addr, "2025-09-30T00:00:00Z", "2025-10-01T00:00:00Z"],
+        &[
+            addr.as_str(),
+            "2025-09-30T00:00:00Z",
+            "2025-10-01T00:00:00Z",
+        ],
+        &[],
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let services = report["services"].as_object().unwrap();
@@ -194,10 +179,10 @@ fn the_status_page_shows_coverage_lag_jobs_and_commits_in_a_browser() {
 
     let png = dir.path().join("status.png");
     let url = format!("http://{}/", server.http);
-    python_script(
+    common::python_script(
         "check_status_page.py",
         &[
-            &url,
+            url.as_str(),
             png.to_str().unwrap(),
             "coverage",
             "granules",
@@ -207,6 +192,7 @@ fn the_status_page_shows_coverage_lag_jobs_and_commits_in_a_browser() {
             "jobs",
             "commits",
         ],
+        &[],
     );
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
     server.signal("-TERM");

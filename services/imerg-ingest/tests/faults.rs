@@ -163,7 +163,7 @@ fn a_commit_whose_response_is_lost_is_acknowledged_once_without_an_alarm() {
     let st = stack.status().unwrap();
     assert_eq!(st["granules_present"], 4, "{st}");
     assert!(st["references"].as_u64().unwrap() >= 88 * 4, "{st}");
-    let writes = stack.writes_per_granule(&py);
+    let writes = stack.writes_per_granule();
     for (key, _) in files(&granules, "2024-05-01T00:00", "2024-05-01T02:00") {
         assert_eq!(writes.get(&key), Some(&1), "{key} written once: {writes:?}");
     }
@@ -222,7 +222,7 @@ fn random_s3_faults_lose_nothing_and_double_nothing() {
         0.0,
         "seed {seed}: no second-writer alarm: {m}"
     );
-    let writes = stack.writes_per_granule(&py);
+    let writes = stack.writes_per_granule();
     for (key, _) in &all {
         assert_eq!(writes.get(key), Some(&1), "seed {seed}: {key}: {writes:?}");
     }
@@ -240,14 +240,5 @@ fn random_s3_faults_lose_nothing_and_double_nothing() {
 /// the same seed giving the same draws (`tests/python/test_fault_proxy.py`, against moto).
 #[test]
 fn the_fault_proxy_injects_what_it_is_told() {
-    let py = python();
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/test_fault_proxy.py");
-    let out = Command::new(py).arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::python_script::<&str>("test_fault_proxy.py", &[], &[]);
 }

@@ -11,13 +11,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::aws::{ENVS, Stack};
-use common::{Server, aws_env, keys, python, series, synth};
+use common::{Server, aws_env, keys, python, python_script, series, synth};
 
 /// The variants used, with the reason each must be rejected with.
 const VARIANTS: &[(&str, &str)] = &[
@@ -34,20 +33,8 @@ const VARIANTS: &[(&str, &str)] = &[
 ];
 
 /// The file of `variant` made from the good granule `good` into `out`.
-fn hostile(py: &Path, good: &Path, out: &Path, variant: &str) -> Vec<u8> {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/hostile_granules.py");
-    let o = Command::new(py)
-        .arg(script)
-        .arg(good)
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "hostile_granules.py: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+fn hostile(good: &Path, out: &Path, variant: &str) -> Vec<u8> {
+    let o = python_script("hostile_granules.py", &[good, out], &[]);
     let path = String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -88,7 +75,7 @@ fn hostile_granules_over_sqs_are_rejected_alone_and_the_process_stays_up() {
     for (n, (variant, _)) in VARIANTS.iter().enumerate() {
         let key = &k[3 + n];
         let out = dir.path().join(format!("hostile-{variant}"));
-        stack.put(key, &hostile(&py, &good.join(key), &out, variant));
+        stack.put(key, &hostile(&good.join(key), &out, variant));
     }
     let large = 3 + VARIANTS.len();
     stack.put(&k[large], &vec![0u8; 6_000_000]);
@@ -164,19 +151,10 @@ fn hostile_granules_over_sqs_are_rejected_alone_and_the_process_stays_up() {
 /// and is otherwise the good granule (`tests/python/test_hostile_granules.py`).
 #[test]
 fn the_hostile_granules_are_what_they_claim_to_be() {
-    let py = python();
     let dir = tempfile::tempdir().unwrap();
     synth(dir.path(), "2024-04-01T00:00", "2024-04-01T00:30");
     let good = dir
         .path()
         .join(&keys("2024-04-01T00:00", "2024-04-01T00:30")[0]);
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/test_hostile_granules.py");
-    let o = Command::new(py).arg(script).arg(good).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    python_script("test_hostile_granules.py", &[good], &[]);
 }

@@ -174,20 +174,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(args.server.clone())?;
-    if args.server.starts_with("https://") {
-        imerg_remote::install_tls_provider();
-        let ca = args.tls_ca_file.as_ref().context(
-            "an https:// server needs --tls-ca-file (the CA that signed its certificate)",
-        )?;
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let host = endpoint.uri().host().unwrap_or_default().to_string();
-        endpoint = endpoint.tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                .domain_name(host),
-        )?;
-    }
+    let tls = match &args.tls_ca_file {
+        Some(ca) => Some(imerg_remote::ClientTls::new(
+            std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+        )),
+        None => None,
+    };
+    let endpoint = imerg_remote::ClientTls::endpoint(&args.server, tls.as_ref())?;
     let channel = endpoint
         .connect()
         .await

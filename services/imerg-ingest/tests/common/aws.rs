@@ -350,19 +350,11 @@ impl Stack {
     /// Per granule key, how many commits of the branch wrote it (each commit's granule list in
     /// its properties), read by Icechunk's Python reader straight from moto; fails if a batch
     /// id appears twice.
-    pub fn writes_per_granule(&self, py: &Path) -> std::collections::BTreeMap<String, usize> {
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/commit_history.py");
-        let out = std::process::Command::new(py)
-            .arg(script)
-            .args([REPO_BUCKET, "store", &self.endpoint()])
-            .envs(ENVS.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+    pub fn writes_per_granule(&self) -> std::collections::BTreeMap<String, usize> {
+        let out = super::python_script(
+            "commit_history.py",
+            &[REPO_BUCKET, "store", &self.endpoint()],
+            ENVS,
         );
         let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let mut writes = std::collections::BTreeMap::new();

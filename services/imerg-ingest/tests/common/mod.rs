@@ -17,6 +17,31 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imerg-ingest"))
 }
 
+/// Runs tests/python/NAME with the test venv's Python (with `envs` added to its environment)
+/// and asserts it succeeded; its output, for the caller to read.
+pub fn python_script<S: AsRef<std::ffi::OsStr>>(
+    name: &str,
+    args: &[S],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(name);
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The Python venv (3.12 or newer) scripts/test.sh builds; without it a test fails, it is never skipped.
 pub fn python() -> PathBuf {
     let p = std::env::var_os("IMERG_PYTHON").map(PathBuf::from).expect(

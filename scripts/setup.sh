@@ -9,7 +9,8 @@
 #     hdf5-metno), protobuf-compiler (gRPC codegen)
 #   with --test (scripts/test.sh; --python is the same): promtool for tests/deploy (package
 #     promtool, or prometheus before Debian 13), chromium and tesseract-ocr (the status page
-#     checked as a person sees it, tests/python/check_status_page.py), and a venv of Python 3.12
+#     checked as a person sees it, tests/python/check_status_page.py), openssl (the TLS test's
+#     certificates), and a venv of Python 3.12
 #     or newer (icechunk 2.x wheels need it) with the real reader stack,
 #     tests/python/requirements.txt, in ~/.cache/imerg-ingest/venv-<requirements hash>-py3.X
 #     (IMERG_VENV overrides the path, IMERG_PYTHON_BIN the interpreter; Debian's python3 gets its
@@ -93,6 +94,8 @@ if [ "$_test" = 1 ]; then
   # Headless Chromium and tesseract's OCR: the status page test (tests/python/check_status_page.py).
   command -v chromium >/dev/null 2>&1 || _need_apt+=(chromium)
   command -v tesseract >/dev/null 2>&1 || _need_apt+=(tesseract-ocr)
+  # The openssl CLI: the TLS test's certificates (services/imerg-ingest/tests/tls.rs).
+  command -v openssl >/dev/null 2>&1 || _need_apt+=(openssl)
 
   # Python 3.12 or newer: IMERG_PYTHON_BIN alone when set; otherwise pyenv's builds (3.12 first, as
   # CI has used, then newer; the newest patch of each), /usr/local's, then python3 on PATH and

@@ -60,6 +60,7 @@ ln -s rustup "$work/cargo-rustup/cargo"
 stub promtool promtool ''
 stub chromium chromium ''
 stub tesseract tesseract ''
+stub openssl openssl ''
 stub nextest cargo-nextest ''
 
 # The Python stand-ins run setup.sh's probes (`-c CODE`) in a real Python with sys.version_info
@@ -110,6 +111,7 @@ run_setup() {
   [ "${PROMTOOL:-1}" = 1 ] && path="$work/promtool:$path"
   [ "${CHROMIUM:-1}" = 1 ] && path="$work/chromium:$path"
   [ "${TESSERACT:-1}" = 1 ] && path="$work/tesseract:$path"
+  [ "${OPENSSL:-1}" = 1 ] && path="$work/openssl:$path"
   [ "${NEXTEST:-1}" = 1 ] && path="$work/nextest:$path"
   for v in ${PYENV_VERSIONS:-3.12.1}; do
     fake_python "$pyenv/versions/$v/bin/python3" "$v"
@@ -190,8 +192,8 @@ PROMTOOL=0 FAKE_HAS_PROMTOOL=0 run_setup test-prometheus --test
 check "--test before Debian 13: the prometheus package" has "CALL apt-get install -y -qq prometheus"
 PROMTOOL=0 FAKE_HAS_PROMTOOL=0 run_setup python-flag --python
 check "--python is --test" has "CALL apt-get install -y -qq prometheus"
-CHROMIUM=0 TESSERACT=0 FAKE_INSTALLED="pkg-config" run_setup test-browser --test
-check "--test: chromium and tesseract-ocr with the missing build packages" has "CALL apt-get install -y -qq libhdf5-dev protobuf-compiler chromium tesseract-ocr"
+CHROMIUM=0 TESSERACT=0 OPENSSL=0 FAKE_INSTALLED="pkg-config" run_setup test-browser --test
+check "--test: chromium, tesseract-ocr and openssl with the missing build packages" has "CALL apt-get install -y -qq libhdf5-dev protobuf-compiler chromium tesseract-ocr openssl"
 check "--test: says so first" before "setup: will install system packages with apt-get: libhdf5-dev protobuf-compiler chromium tesseract-ocr" "CALL apt-get update"
 PROMTOOL=0 FAKE_HAS_PROMTOOL=1 CHROMIUM=0 run_setup test-chromium --test
 check "--test without chromium: chromium only" has "CALL apt-get install -y -qq promtool chromium"
@@ -225,7 +227,7 @@ check "names the requirements file" has "pip install -r tests/python/requirement
 check "pip installs the requirements" has "CALL pip install -q --disable-pip-version-check -r $work/repo/tests/python/requirements.txt"
 check "the venv is stamped complete" grep -qx "$req_hash py3.12" "$last_home/.cache/imerg-ingest/venv-$req_hash-py3.12/.complete"
 # The same HOME again: nothing to do.
-out_again="$(cd "$work/repo" && HOME="$last_home" PYENV_ROOT="$work/pyenv-pyenv-choice" PATH="$work/nextest:$work/promtool:$work/chromium:$work/tesseract:$work/cargo-rustup:$work/stubs:$work/tools" \
+out_again="$(cd "$work/repo" && HOME="$last_home" PYENV_ROOT="$work/pyenv-pyenv-choice" PATH="$work/nextest:$work/promtool:$work/chromium:$work/tesseract:$work/openssl:$work/cargo-rustup:$work/stubs:$work/tools" \
   FAKE_INSTALLED="libhdf5-dev pkg-config protobuf-compiler" "$work/tools/bash" scripts/setup.sh --test 2>&1)"
 out="$out_again"
 check "second run: no pip, no venv, silent" test -z "$out_again"
